@@ -1,0 +1,141 @@
+"""What every recipe shares: device defaults, dataset loading, checkpoint discovery and stage model cards.
+
+Recipes stay short `main(script_args, training_args, model_args)` functions; anything two of them need lives here.
+"""
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+from datasets import DatasetDict, load_dataset, load_from_disk
+from transformers.trainer_utils import get_last_checkpoint
+
+logger = logging.getLogger(__name__)
+
+RECIPES_DIR = Path(__file__).resolve().parent
+CONFIGS_DIR = RECIPES_DIR / "configs"
+ACCELERATE_DIR = RECIPES_DIR / "accelerate"
+TINY_BASE = RECIPES_DIR / "assets" / "tiny-base"
+
+# The dataset name that selects the project's own synthetic task (recipes/task.py) instead of a Hub id or a file.
+BUILTIN_DATASET = "builtin"
+
+_DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def with_default_config(argv: list[str], default_config: Path) -> list[str]:
+    """Return `argv` with `--config default_config` added when the user named no config.
+
+    This is what makes `accelerate launch recipes/grpo.py` with no arguments run the embedded default, while every
+    flag on the command line still overrides the YAML.
+    """
+    if any(arg == "--config" or arg.startswith("--config=") for arg in argv[1:]):
+        return argv
+    return [argv[0], "--config", str(default_config), *argv[1:]]
+
+
+def apply_device_defaults(training_args) -> None:
+    """On a machine without a GPU, train on the CPU in fp32 without the user setting anything.
+
+    TRL's configs default to bf16; on a CPU that is slower and `use_cpu` must be set before the device is resolved.
+    """
+    if torch.cuda.is_available():
+        return
+    if training_args.bf16 or training_args.fp16 or not training_args.use_cpu:
+        logger.info("No GPU found: training on the CPU in float32 (use_cpu=True, bf16=False, fp16=False).")
+    training_args.use_cpu = True
+    training_args.bf16 = False
+    training_args.fp16 = False
+
+
+def load_any_dataset(name_or_path: str, config: str | None = None, *, builtin_kwargs: dict | None = None) -> DatasetDict:
+    """Load a dataset from the built-in task, a local file or folder, or a Hub id.
+
+    - `"builtin"`: the project's synthetic verifiable-reasoning task (`recipes.task.make_splits`).
+    - a `.json`, `.jsonl`, `.parquet` or `.csv` file: one `train` split.
+    - a folder written by `Dataset(Dict).save_to_disk`, or any folder `datasets.load_dataset` understands.
+    - anything else: a Hub dataset id, with `config` as its configuration name.
+    """
+    if name_or_path == BUILTIN_DATASET:
+        from recipes.task import make_splits
+
+        return make_splits(**(builtin_kwargs or {}))
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        builder = _DATA_FILE_BUILDERS.get(path.suffix)
+        if builder is None:
+            raise ValueError(
+                f"Cannot read dataset file {path}: use one of {sorted(_DATA_FILE_BUILDERS)} or a dataset folder."
+            )
+        return load_dataset(builder, data_files={"train": str(path)})
+    if path.is_dir():
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            loaded = load_from_disk(str(path))
+            return loaded if isinstance(loaded, DatasetDict) else DatasetDict(train=loaded)
+        return load_dataset(str(path), config)
+    return load_dataset(name_or_path, config)
+
+
+def require_columns(dataset, columns: list[str], *, where: str) -> None:
+    """Fail before training when `dataset` lacks a column that `where` needs, naming the column."""
+    missing = [column for column in columns if column not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"{where} needs the dataset column(s) {missing}, but the dataset has {dataset.column_names}. "
+            "Rename the column in the data or point the recipe at the right one."
+        )
+
+
+def resume_checkpoint(training_args) -> str | None:
+    """The checkpoint to resume from: the one the user named, else the last one in `output_dir`, else None."""
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    if os.path.isdir(training_args.output_dir):
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+        if checkpoint is not None:
+            logger.info(f"Resuming from the last checkpoint in {training_args.output_dir}: {checkpoint}")
+        return checkpoint
+    return None
+
+
+def write_stage_card(
+    output_dir: str,
+    *,
+    stage: str,
+    parent: str,
+    dataset: str,
+    hyperparameters: dict,
+    metrics: dict | None = None,
+) -> None:
+    """Add the deepseek-mini stage record to the model card that the trainer wrote in `output_dir`.
+
+    The card then names the stage, the parent checkpoint, the data, the key hyperparameters and the held-out
+    metrics; the same facts go to `stage.json` for programs (the pipeline reads it).
+    """
+    record = {"stage": stage, "parent": str(parent), "dataset": dataset, "hyperparameters": hyperparameters}
+    if metrics:
+        record["metrics"] = metrics
+    with open(os.path.join(output_dir, "stage.json"), "w") as f:
+        json.dump(record, f, indent=2, default=str)
+
+    lines = [
+        "",
+        f"## deepseek-mini stage: {stage}",
+        "",
+        f"- parent checkpoint: `{parent}`",
+        f"- data: `{dataset}`",
+        f"- command: `{' '.join(sys.argv)}`",
+        "",
+        "| hyperparameter | value |",
+        "| --- | --- |",
+        *[f"| {key} | {value} |" for key, value in hyperparameters.items()],
+    ]
+    if metrics:
+        lines += ["", "| held-out metric | value |", "| --- | --- |"]
+        lines += [f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |"
+                  for key, value in metrics.items()]
+    with open(os.path.join(output_dir, "README.md"), "a") as f:
+        f.write("\n".join(lines) + "\n")

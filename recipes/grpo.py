@@ -1,0 +1,222 @@
+"""R1-Zero and R1's reasoning RL: GRPO with rule rewards (and reward models), as a runnable recipe.
+
+    accelerate launch recipes/grpo.py                                    # the embedded default, on any machine
+    accelerate launch recipes/grpo.py --config recipes/configs/grpo_qwen2.5-0.5b_gsm8k.yaml
+    accelerate launch recipes/grpo.py --learning_rate 1e-5 --reward_funcs accuracy format language_consistency
+
+With no `--config`, `recipes/configs/grpo_tiny.yaml` is used: the tiny DeepseekMini base that the project ships
+learns the built-in arithmetic task from rule rewards alone, and the run ends with a before/after table on the
+held-out split and plots of reward, accuracy and completion length over steps. Flags override the YAML.
+"""
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
+
+from recipes.common import (
+    BUILTIN_DATASET,
+    CONFIGS_DIR,
+    apply_device_defaults,
+    load_any_dataset,
+    require_columns,
+    resume_checkpoint,
+    with_default_config,
+    write_stage_card,
+)
+from recipes.evaluation import evaluate_heldout, format_comparison_table
+from recipes.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
+from recipes.plots import plot_training_curves
+from recipes.task import R1_ZERO_SYSTEM_PROMPT, R1_ZERO_TEMPLATE
+
+logger = logging.getLogger(__name__)
+
+PROMPT_TEMPLATES = ("r1_zero", "chat", "none")
+
+
+@dataclass
+class GRPOScriptArguments(ScriptArguments):
+    """Data, rewards and evaluation of the GRPO recipe (TRL's ScriptArguments: dataset_name, splits, ...)."""
+
+    dataset_name: str = field(
+        default=BUILTIN_DATASET,
+        metadata={
+            "help": f"'{BUILTIN_DATASET}' for the project's arithmetic task, a Hub dataset id, a local "
+            ".json/.jsonl/.parquet/.csv file, or a folder saved with `save_to_disk`."
+        },
+    )
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy", "format"],
+        metadata={
+            "help": "Rewards by registry name (see `rewards.list_rewards()`) or dotted path "
+            "'my_pkg.my_module:my_reward'; any other string is loaded as a reward model id or path. Weights go "
+            "in `reward_weights`, parameters in `reward_params`."
+        },
+    )
+    prompt_template: str = field(
+        default="r1_zero",
+        metadata={
+            "help": "How prompts are built from `problem_column`: 'r1_zero' (the R1-Zero plain-text template), "
+            "'chat' (the tokenizer's chat template with the R1-Zero instructions as system prompt) or 'none' "
+            "(the data already has a `prompt` column)."
+        },
+    )
+    problem_column: str = field(default="problem", metadata={"help": "Column holding the problem text."})
+    solution_column: str = field(
+        default="solution", metadata={"help": "Column holding the gold answer; renamed to `solution` for the rewards."}
+    )
+    builtin_seed: int = field(default=0, metadata={"help": "Seed of the built-in task's train and held-out splits."})
+    builtin_train_size: int = field(default=2000, metadata={"help": "Train problems of the built-in task."})
+    builtin_test_size: int = field(default=200, metadata={"help": "Held-out problems of the built-in task."})
+    eval_heldout: bool = field(
+        default=True,
+        metadata={"help": "Evaluate on `dataset_test_split` before and after training and print a table."},
+    )
+    eval_max_samples: int = field(default=200, metadata={"help": "Held-out problems used for that table."})
+    eval_greedy: bool = field(default=True, metadata={"help": "Greedy decoding for the table (else sampling at T=1)."})
+
+    def __post_init__(self):
+        if self.prompt_template not in PROMPT_TEMPLATES:
+            raise ValueError(f"prompt_template must be one of {PROMPT_TEMPLATES}, got {self.prompt_template!r}.")
+        if not self.reward_funcs:
+            raise ValueError("reward_funcs is empty: name at least one reward, e.g. --reward_funcs accuracy format.")
+
+
+def build_prompts(dataset, script_args):
+    """Add the `prompt` column from the problem text and name the gold column `solution`."""
+    if script_args.solution_column != "solution" and script_args.solution_column in dataset.column_names:
+        dataset = dataset.rename_column(script_args.solution_column, "solution")
+    if script_args.prompt_template == "none":
+        require_columns(dataset, ["prompt"], where="prompt_template='none'")
+        return dataset
+    require_columns(dataset, [script_args.problem_column], where=f"prompt_template={script_args.prompt_template!r}")
+    if script_args.prompt_template == "r1_zero":
+        make = lambda problem: R1_ZERO_TEMPLATE.format(problem=problem)  # noqa: E731
+    else:
+        make = lambda problem: [  # noqa: E731
+            {"role": "system", "content": R1_ZERO_SYSTEM_PROMPT},
+            {"role": "user", "content": problem},
+        ]
+    column = script_args.problem_column
+    return dataset.map(lambda row: {"prompt": make(row[column])}, remove_columns=["prompt"] if "prompt" in dataset.column_names else None)
+
+
+def heldout_metrics(model, tokenizer, dataset, script_args, training_args) -> dict:
+    """R1's signals on the held-out split (accuracy, format, language consistency, length, reflection rate)."""
+    return evaluate_heldout(
+        model,
+        tokenizer,
+        dataset.select(range(min(len(dataset), script_args.eval_max_samples))),
+        max_new_tokens=training_args.max_completion_length,
+        greedy=script_args.eval_greedy,
+        reflection_phrases=training_args.reflection_phrases,
+    )
+
+
+def main(script_args, training_args, model_args):
+    set_seed(training_args.seed)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+
+    # Data
+    builtin = {"seed": script_args.builtin_seed, "n_train": script_args.builtin_train_size, "n_test": script_args.builtin_test_size}
+    dataset = load_any_dataset(script_args.dataset_name, script_args.dataset_config, builtin_kwargs=builtin)
+    dataset = {split: build_prompts(dataset[split], script_args) for split in dataset}
+    train_dataset = dataset[script_args.dataset_train_split]
+    test_dataset = dataset.get(script_args.dataset_test_split)
+    if script_args.eval_heldout and test_dataset is None:
+        raise ValueError(
+            f"eval_heldout needs a '{script_args.dataset_test_split}' split, but the dataset has {list(dataset)}. "
+            "Set --dataset_test_split or --eval_heldout false."
+        )
+
+    # Model
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=model_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.dtype,
+    )
+
+    # Trainer (rewards are resolved by name, and checked against the columns, inside)
+    trainer = DeepseekGRPOTrainer(
+        model=model,
+        reward_funcs=script_args.reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+
+    # Held-out table, before (kept on disk so a resumed run compares against the true start)
+    before_path = os.path.join(training_args.output_dir, "heldout_before.json")
+    checkpoint = resume_checkpoint(training_args)
+    if script_args.eval_heldout and trainer.accelerator.is_main_process:
+        if os.path.exists(before_path):
+            with open(before_path) as f:
+                before = json.load(f)
+        else:
+            before = heldout_metrics(trainer.model, tokenizer, test_dataset, script_args, training_args)
+            os.makedirs(training_args.output_dir, exist_ok=True)
+            with open(before_path, "w") as f:
+                json.dump(before, f, indent=2)
+
+    # Train
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+
+    # Held-out table, after; plots
+    after = None
+    if script_args.eval_heldout and trainer.accelerator.is_main_process:
+        after = heldout_metrics(trainer.model, tokenizer, test_dataset, script_args, training_args)
+        with open(os.path.join(training_args.output_dir, "heldout_after.json"), "w") as f:
+            json.dump(after, f, indent=2)
+        print(format_comparison_table(before, after))
+    if trainer.accelerator.is_main_process:
+        plot_training_curves(trainer.state.log_history, os.path.join(training_args.output_dir, "plots"))
+
+    # Save, card, push
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        trainer.create_model_card(dataset_name=script_args.dataset_name, tags=["r1-zero"])
+        write_stage_card(
+            training_args.output_dir,
+            stage="grpo",
+            parent=model_args.model_name_or_path,
+            dataset=script_args.dataset_name,
+            hyperparameters={
+                "reward_funcs": script_args.reward_funcs,
+                "reward_weights": training_args.reward_weights,
+                "learning_rate": training_args.learning_rate,
+                "num_generations": training_args.num_generations,
+                "beta": training_args.beta,
+                "max_steps": training_args.max_steps,
+                "max_completion_length": training_args.max_completion_length,
+            },
+            metrics=after,
+        )
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+
+
+def make_parser():
+    return TrlParser((GRPOScriptArguments, DeepseekGRPOConfig, ModelConfig))
+
+
+if __name__ == "__main__":
+    parser = make_parser()
+    sys.argv = with_default_config(sys.argv, CONFIGS_DIR / "grpo_tiny.yaml")
+    script_args, training_args, model_args = parser.parse_args_and_config()
+    apply_device_defaults(training_args)
+    main(script_args, training_args, model_args)

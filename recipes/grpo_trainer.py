@@ -1,0 +1,164 @@
+"""`DeepseekGRPOTrainer`: TRL's GRPOTrainer with rewards by name, R1's signals in the logs and DeepSeekMoE balancing.
+
+Everything stock TRL offers (loss types, beta and the reference model, num_iterations, scale_rewards, vLLM, PEFT)
+is inherited unchanged; this subclass only adds:
+
+- rewards given by registry name (`"accuracy"`) or dotted path (`"my_pkg.rewards:my_reward"`), with per-reward
+  parameters from `reward_params`, checked against the dataset columns before training starts;
+- R1's signals logged at every step: accuracy, format compliance, language consistency and reflection rate
+  (TRL already logs the completion lengths and the per-reward means);
+- for models with DeepSeekMoE routing biases (DeepseekMini): the auxiliary-loss-free bias update once per
+  optimizer step (speed `expert_bias_update_speed`, 0 freezes it) and per-layer expert-load imbalance in the logs.
+  GRPO's loss runs only the backbone (TRL's fused LM head), so the MTP modules are not run during RL.
+
+Any other causal LM (Qwen2, Llama, with or without LoRA) trains exactly as with `trl.GRPOTrainer`.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+import rewards
+from modeling_deepseek_mini import ExpertBiasUpdateCallback
+from recipes.evaluation import is_reflective
+
+DEFAULT_REFLECTION_PHRASES = ["wait", "let me check", "verify", "double-check", "re-check", "recheck"]
+
+
+@dataclass
+class DeepseekGRPOConfig(GRPOConfig):
+    """GRPOConfig plus the knobs of `DeepseekGRPOTrainer`. Every GRPOConfig field keeps its TRL meaning."""
+
+    reward_params: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments per reward, by reward name, e.g. {'cosine': {'max_len': 256}, "
+            "'language_consistency': {'language': 'en'}}. A JSON string is accepted on the command line."
+        },
+    )
+    reflection_phrases: list[str] = field(
+        default_factory=lambda: list(DEFAULT_REFLECTION_PHRASES),
+        metadata={
+            "help": "Self-checking phrases (case-insensitive) that make a completion count toward the logged "
+            "reflection rate `r1/reflection_rate`."
+        },
+    )
+    signal_language: str = field(
+        default="en",
+        metadata={"help": "Target language of the logged `r1/language_consistency` signal."},
+    )
+    expert_bias_update_speed: float | None = field(
+        default=None,
+        metadata={
+            "help": "Speed gamma of DeepSeekMoE's auxiliary-loss-free bias update during RL (b_i += gamma * "
+            "sign(mean_load - load_i) once per optimizer step). None keeps the model config's value; 0 freezes "
+            "the biases. Ignored for models without routing biases."
+        },
+    )
+
+    def __post_init__(self):
+        if isinstance(self.reward_params, str):
+            try:
+                self.reward_params = json.loads(self.reward_params)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"reward_params must be a JSON object such as '{{\"cosine\": {{\"max_len\": 256}}}}', "
+                    f"got {self.reward_params!r}: {error}"
+                ) from None
+        if self.reward_params is not None and not isinstance(self.reward_params, dict):
+            raise ValueError(f"reward_params must map reward names to keyword arguments, got {self.reward_params!r}.")
+        if self.expert_bias_update_speed is not None and self.expert_bias_update_speed < 0:
+            raise ValueError(
+                f"expert_bias_update_speed must be >= 0 (0 freezes the routing biases), got "
+                f"{self.expert_bias_update_speed}."
+            )
+        super().__post_init__()
+
+
+def resolve_reward_funcs(reward_funcs, reward_params: dict | None) -> list:
+    """Turn registry names and dotted paths into reward callables; pass callables and reward-model ids through.
+
+    A string is a registry name when the registry knows it and a dotted path when it contains ':'; any other string
+    is left for TRL, which loads it as a reward model id or path.
+    """
+    reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+    params = reward_params or {}
+    unknown = set(params) - {name for name in reward_funcs if isinstance(name, str)}
+    if unknown:
+        raise ValueError(
+            f"reward_params names {sorted(unknown)}, which are not among reward_funcs {reward_funcs}. "
+            "Add them to reward_funcs or remove their parameters."
+        )
+    known = set(rewards.list_rewards())
+    resolved = []
+    for func in reward_funcs:
+        if isinstance(func, str) and (func in known or ":" in func):
+            resolved.append(rewards.get_reward_func(func, **params.get(func, {})))
+        else:
+            resolved.append(func)
+    return resolved
+
+
+def find_expert_bias_model(model):
+    """The module that owns DeepSeekMoE routing biases (`update_expert_bias`), under any wrapper; None if absent."""
+    return next((module for module in model.modules() if hasattr(module, "update_expert_bias")), None)
+
+
+class DeepseekGRPOTrainer(GRPOTrainer):
+    """GRPO for R1-Zero-style reasoning RL; see the module docstring for what it adds to `trl.GRPOTrainer`."""
+
+    _tag_names = ["trl", "grpo", "deepseek-mini"]
+
+    def __init__(self, model, reward_funcs, args: DeepseekGRPOConfig | None = None, train_dataset=None, **kwargs):
+        args = args if args is not None else DeepseekGRPOConfig(output_dir="deepseek-grpo")
+        if not isinstance(args, DeepseekGRPOConfig):
+            raise TypeError(f"DeepseekGRPOTrainer needs a DeepseekGRPOConfig, got {type(args).__name__}.")
+        reward_funcs = resolve_reward_funcs(reward_funcs, args.reward_params)
+        if train_dataset is not None and hasattr(train_dataset, "column_names"):
+            rewards.check_columns([f for f in reward_funcs if callable(f)], train_dataset.column_names)
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
+
+        self._signal_format = rewards.get_reward_func("format")
+        self._signal_accuracy = rewards.get_reward_func("accuracy")
+        self._signal_language = rewards.get_reward_func("language_consistency", language=args.signal_language)
+        self.expert_bias_model = find_expert_bias_model(self.model)
+        if self.expert_bias_model is not None:
+            if args.expert_bias_update_speed is not None:
+                self.expert_bias_model.config.bias_update_speed = args.expert_bias_update_speed
+            self.add_callback(ExpertBiasUpdateCallback())
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._log_r1_signals(inputs, prompts, completions, rewards_per_func)
+        return rewards_per_func
+
+    def _log_r1_signals(self, inputs, prompts, completions, rewards_per_func) -> None:
+        """Log accuracy, format compliance, language consistency and reflection rate of this batch's completions.
+
+        Accuracy reuses the `accuracy` reward when it is one of the rewards (already gathered over processes);
+        otherwise it is computed when the data has a `solution` column.
+        """
+        mode = "train" if self.model.training else "eval"
+        columns = {key: [example[key] for example in inputs] for key in inputs[0] if key not in ("prompt", "completion")}
+        texts = [rewards.completion_text(c) for c in completions]
+        local = {
+            "r1/format_compliance": [float(r == 1.0) for r in self._signal_format(prompts=prompts, completions=completions)],
+            "r1/reflection_rate": [float(is_reflective(t, self.args.reflection_phrases)) for t in texts],
+            "r1/language_consistency": self._signal_language(prompts=prompts, completions=completions),
+        }
+        if "accuracy" in self.reward_func_names:
+            accuracy = rewards_per_func[:, self.reward_func_names.index("accuracy")]  # (B*G,) all processes
+            scored = accuracy[~accuracy.isnan()]
+            self._metrics[mode]["r1/accuracy"].append((scored == 1.0).float().mean().item() if len(scored) else torch.nan)
+        elif "solution" in columns:
+            local["r1/accuracy"] = self._signal_accuracy(prompts=prompts, completions=completions, solution=columns["solution"])
+        for name, values in local.items():
+            values = torch.tensor([torch.nan if v is None else float(v) for v in values], device=self.accelerator.device)
+            self._metrics[mode][name].append(torch.nanmean(self.accelerator.gather(values)).item())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.expert_bias_model is not None and self.model.training:
+            logs.update(self.expert_bias_model.expert_load_stats())
+        super().log(logs, start_time)

@@ -1,0 +1,40 @@
+"""Training curves from a Trainer's `log_history`, saved as PNG files (no display needed)."""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+# (log key, plot title, file name): the curves R1 reads off an RL run.
+TRAINING_CURVES = (
+    ("reward", "mean reward", "reward.png"),
+    ("r1/accuracy", "accuracy (train completions)", "accuracy.png"),
+    ("completions/mean_length", "mean completion length (tokens)", "completion_length.png"),
+    ("r1/format_compliance", "format compliance", "format.png"),
+    ("r1/language_consistency", "language consistency", "language.png"),
+    ("r1/reflection_rate", "reflection rate", "reflection.png"),
+    ("loss", "loss", "loss.png"),
+)
+
+
+def plot_training_curves(log_history: list[dict], output_dir: str) -> list[str]:
+    """Plot every curve of `TRAINING_CURVES` found in `log_history` against the step; return the files written."""
+    os.makedirs(output_dir, exist_ok=True)
+    written = []
+    for key, title, filename in TRAINING_CURVES:
+        points = [(row["step"], row[key]) for row in log_history if row.get(key) is not None and "step" in row]
+        if not points:
+            continue
+        steps, values = zip(*points)
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot(steps, values, marker="." if len(points) < 50 else None)
+        ax.set(title=title, xlabel="step")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = os.path.join(output_dir, filename)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
