@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 from datasets import DatasetDict, load_dataset, load_from_disk
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -90,15 +91,22 @@ def require_columns(dataset, columns: list[str], *, where: str) -> None:
 
 
 def resume_checkpoint(training_args) -> str | None:
-    """The checkpoint to resume from: the one the user named, else the last one in `output_dir`, else None."""
+    """The checkpoint to resume from: the one the user named, else the newest complete one in `output_dir`.
+
+    A checkpoint is complete once the Trainer has written its `trainer_state.json`, which it does last; a run killed
+    while saving leaves a folder without it, and resuming then falls back to the checkpoint before.
+    """
     if training_args.resume_from_checkpoint:
         return training_args.resume_from_checkpoint
-    if os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
-        if checkpoint is not None:
-            logger.info(f"Resuming from the last checkpoint in {training_args.output_dir}: {checkpoint}")
-        return checkpoint
-    return None
+    output_dir = Path(training_args.output_dir)
+    if not output_dir.is_dir():
+        return None
+    complete = [path for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (path / TRAINER_STATE_NAME).exists()]
+    if not complete:
+        return None
+    checkpoint = max(complete, key=lambda path: int(path.name.rsplit("-", 1)[-1]))
+    logger.warning(f"Resuming from the last complete checkpoint in {output_dir}: {checkpoint}")
+    return str(checkpoint)
 
 
 def write_stage_card(
@@ -139,3 +147,91 @@ def write_stage_card(
                   for key, value in metrics.items()]
     with open(os.path.join(output_dir, "README.md"), "a") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def push_stage_folder(
+    folder: str,
+    repo_id: str,
+    *,
+    repo_type: str = "model",
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str = "Upload deepseek-mini stage",
+):
+    """Upload a finished stage folder (weights or data, tokenizer, card with the stage record, stage.json) to the Hub.
+
+    Intermediate checkpoints and logs stay local. This runs after `write_stage_card`, so what lands on the Hub carries
+    the stage record (a `Trainer.push_to_hub` would write a fresh model card without it).
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True).repo_id
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=folder,
+        repo_type=repo_type,
+        revision=revision,
+        commit_message=commit_message,
+        ignore_patterns=["checkpoint-*", "checkpoint-*/**", "runs/**", "_*"],
+    )
+
+
+TINY_CAUSAL_LM_PRESETS = {
+    "qwen2-tiny": ("qwen2", {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}),
+    "llama-tiny": ("llama", {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}),
+    "qwen2-small": ("qwen2", {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 4}),
+    "llama-small": ("llama", {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 4}),
+}
+"""Small Qwen2 / Llama shapes, built from a config (nothing downloaded): distillation students and reward models."""
+
+
+def config_from_preset(preset: str, tokenizer, **overrides):
+    """A transformers config of a `TINY_CAUSAL_LM_PRESETS` shape, sized to `tokenizer` (vocabulary, special tokens)."""
+    from transformers import AutoConfig
+
+    if preset not in TINY_CAUSAL_LM_PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}: choose one of {sorted(TINY_CAUSAL_LM_PRESETS)}, or give a model path.")
+    model_type, shape = TINY_CAUSAL_LM_PRESETS[preset]
+    values = {
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": 1024,
+        "tie_word_embeddings": True,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        **shape,
+        **overrides,
+    }
+    return AutoConfig.for_model(model_type, **values)
+
+
+def finish_stage(
+    trainer,
+    training_args,
+    *,
+    stage: str,
+    parent: str,
+    dataset: str,
+    hyperparameters: dict,
+    metrics: dict | None = None,
+) -> None:
+    """Save, card and push a trained stage: model and tokenizer as safetensors (DeepseekMini also copies its code
+    and writes `auto_map`), TRL's model card plus the stage record (`write_stage_card`), and, with `push_to_hub`,
+    the whole folder to `hub_model_id` (default: the output folder's name)."""
+    trainer.save_model(training_args.output_dir)
+    if not trainer.accelerator.is_main_process:
+        return
+    trainer.create_model_card(dataset_name=dataset, tags=["deepseek-mini", stage])
+    write_stage_card(training_args.output_dir, stage=stage, parent=parent, dataset=dataset,
+                     hyperparameters=hyperparameters, metrics=metrics)
+    if training_args.push_to_hub:
+        push_stage_folder(
+            training_args.output_dir,
+            training_args.hub_model_id or Path(training_args.output_dir).resolve().name,
+            private=training_args.hub_private_repo,
+            token=training_args.hub_token,
+            revision=training_args.hub_revision,
+            commit_message=f"deepseek-mini stage {stage}",
+        )

@@ -12,6 +12,7 @@ held-out split and plots of reward, accuracy and completion length over steps. F
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 from recipes.common import (
     BUILTIN_DATASET,
     CONFIGS_DIR,
+    TINY_BASE,
     apply_device_defaults,
     load_any_dataset,
     require_columns,
@@ -32,7 +34,7 @@ from recipes.common import (
 from recipes.evaluation import evaluate_heldout, format_comparison_table
 from recipes.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
 from recipes.plots import plot_training_curves
-from recipes.task import R1_ZERO_SYSTEM_PROMPT, R1_ZERO_TEMPLATE
+from recipes.task import R1_ZERO_SYSTEM, R1_ZERO_TEMPLATE
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,13 @@ class GRPOScriptArguments(ScriptArguments):
     solution_column: str = field(
         default="solution", metadata={"help": "Column holding the gold answer; renamed to `solution` for the rewards."}
     )
+    gold_answer_regex: str | None = field(
+        default=None,
+        metadata={
+            "help": "Regular expression whose first group extracts the gold answer from `solution_column`, e.g. "
+            "'####\\s*(.+)$' for GSM8K. None keeps the column as it is."
+        },
+    )
     builtin_seed: int = field(default=0, metadata={"help": "Seed of the built-in task's train and held-out splits."})
     builtin_train_size: int = field(default=2000, metadata={"help": "Train problems of the built-in task."})
     builtin_test_size: int = field(default=200, metadata={"help": "Held-out problems of the built-in task."})
@@ -83,6 +92,12 @@ class GRPOScriptArguments(ScriptArguments):
     def __post_init__(self):
         if self.prompt_template not in PROMPT_TEMPLATES:
             raise ValueError(f"prompt_template must be one of {PROMPT_TEMPLATES}, got {self.prompt_template!r}.")
+        if self.gold_answer_regex is not None:
+            try:
+                if re.compile(self.gold_answer_regex).groups < 1:
+                    raise ValueError(f"gold_answer_regex {self.gold_answer_regex!r} needs one capture group.")
+            except re.error as error:
+                raise ValueError(f"gold_answer_regex {self.gold_answer_regex!r} is not a valid regex: {error}") from None
         if not self.reward_funcs:
             raise ValueError("reward_funcs is empty: name at least one reward, e.g. --reward_funcs accuracy format.")
 
@@ -91,6 +106,10 @@ def build_prompts(dataset, script_args):
     """Add the `prompt` column from the problem text and name the gold column `solution`."""
     if script_args.solution_column != "solution" and script_args.solution_column in dataset.column_names:
         dataset = dataset.rename_column(script_args.solution_column, "solution")
+    if script_args.gold_answer_regex is not None:
+        require_columns(dataset, ["solution"], where="gold_answer_regex")
+        pattern = re.compile(script_args.gold_answer_regex, re.MULTILINE)
+        dataset = dataset.map(lambda row: {"solution": extract_gold(row["solution"], pattern)})
     if script_args.prompt_template == "none":
         require_columns(dataset, ["prompt"], where="prompt_template='none'")
         return dataset
@@ -99,11 +118,17 @@ def build_prompts(dataset, script_args):
         make = lambda problem: R1_ZERO_TEMPLATE.format(problem=problem)  # noqa: E731
     else:
         make = lambda problem: [  # noqa: E731
-            {"role": "system", "content": R1_ZERO_SYSTEM_PROMPT},
+            {"role": "system", "content": R1_ZERO_SYSTEM},
             {"role": "user", "content": problem},
         ]
     column = script_args.problem_column
     return dataset.map(lambda row: {"prompt": make(row[column])}, remove_columns=["prompt"] if "prompt" in dataset.column_names else None)
+
+
+def extract_gold(solution: str, pattern: re.Pattern) -> str:
+    """The first capture group of the last match of `pattern` in `solution`; the whole text when none matches."""
+    matches = list(pattern.finditer(solution))
+    return matches[-1].group(1).strip() if matches else solution
 
 
 def heldout_metrics(model, tokenizer, dataset, script_args, training_args) -> dict:
@@ -135,7 +160,8 @@ def main(script_args, training_args, model_args):
             "Set --dataset_test_split or --eval_heldout false."
         )
 
-    # Model
+    # Model (the shipped tiny base unless a model is named)
+    model_args.model_name_or_path = model_args.model_name_or_path or str(TINY_BASE)
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=model_args.trust_remote_code
     )

@@ -15,6 +15,7 @@ Any other causal LM (Qwen2, Llama, with or without LoRA) trains exactly as with 
 """
 
 import json
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -80,8 +81,9 @@ class DeepseekGRPOConfig(GRPOConfig):
 def resolve_reward_funcs(reward_funcs, reward_params: dict | None) -> list:
     """Turn registry names and dotted paths into reward callables; pass callables and reward-model ids through.
 
-    A string is a registry name when the registry knows it and a dotted path when it contains ':'; any other string
-    is left for TRL, which loads it as a reward model id or path.
+    A string naming a local folder or a Hub repository ('org/name') is left for TRL, which loads it as a reward
+    model; any other string goes to the rewards registry (a registered name or a 'module:attribute' path), which
+    rejects an unknown name at once, listing the known ones.
     """
     reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
     params = reward_params or {}
@@ -91,14 +93,15 @@ def resolve_reward_funcs(reward_funcs, reward_params: dict | None) -> list:
             f"reward_params names {sorted(unknown)}, which are not among reward_funcs {reward_funcs}. "
             "Add them to reward_funcs or remove their parameters."
         )
-    known = set(rewards.list_rewards())
-    resolved = []
-    for func in reward_funcs:
-        if isinstance(func, str) and (func in known or ":" in func):
-            resolved.append(rewards.get_reward_func(func, **params.get(func, {})))
-        else:
-            resolved.append(func)
-    return resolved
+    return [
+        rewards.get_reward_func(func, **params.get(func, {})) if isinstance(func, str) and not is_model_id(func) else func
+        for func in reward_funcs
+    ]
+
+
+def is_model_id(name: str) -> bool:
+    """Whether a reward given as a string is a reward model (local folder or Hub 'org/name') rather than a reward."""
+    return os.path.isdir(name) or ("/" in name and ":" not in name)
 
 
 def find_expert_bias_model(model):
@@ -123,11 +126,12 @@ class DeepseekGRPOTrainer(GRPOTrainer):
         self._signal_format = rewards.get_reward_func("format")
         self._signal_accuracy = rewards.get_reward_func("accuracy")
         self._signal_language = rewards.get_reward_func("language_consistency", language=args.signal_language)
-        self.expert_bias_model = find_expert_bias_model(self.model)
-        if self.expert_bias_model is not None:
+        expert_bias_model = find_expert_bias_model(self.model)
+        if expert_bias_model is not None:
             if args.expert_bias_update_speed is not None:
-                self.expert_bias_model.config.bias_update_speed = args.expert_bias_update_speed
-            self.add_callback(ExpertBiasUpdateCallback())
+                expert_bias_model.config.bias_update_speed = args.expert_bias_update_speed
+            # First, so that reporting integrations (tensorboard, wandb) also receive its moe/imbalance/* keys
+            self.callback_handler.callbacks.insert(0, ExpertBiasUpdateCallback())
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -157,8 +161,3 @@ class DeepseekGRPOTrainer(GRPOTrainer):
         for name, values in local.items():
             values = torch.tensor([torch.nan if v is None else float(v) for v in values], device=self.accelerator.device)
             self._metrics[mode][name].append(torch.nanmean(self.accelerator.gather(values)).item())
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self.expert_bias_model is not None and self.model.training:
-            logs.update(self.expert_bias_model.expert_load_stats())
-        super().log(logs, start_time)
