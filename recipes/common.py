@@ -27,15 +27,20 @@ BUILTIN_DATASET = "builtin"
 _DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
-def with_default_config(argv: list[str], default_config: Path) -> list[str]:
-    """Return `argv` with `--config default_config` added when the user named no config.
+def parse_recipe_args(parser, default_config: Path, argv: list[str] | None = None) -> tuple:
+    """Parse a recipe's command line the way every recipe does.
 
-    This is what makes `accelerate launch recipes/grpo.py` with no arguments run the embedded default, while every
-    flag on the command line still overrides the YAML.
+    - No `--config`: the embedded default `default_config` is used, so a recipe with no arguments does something
+      real on any machine.
+    - No GPU: `--use_cpu true --bf16 false --fp16 false` go first, ahead of the YAML's values (TRL's configs
+      default to bf16, which a CPU refuses); flags the user writes come later and still win.
     """
-    if any(arg == "--config" or arg.startswith("--config=") for arg in argv[1:]):
-        return argv
-    return [argv[0], "--config", str(default_config), *argv[1:]]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" not in argv:
+        argv = ["--config", str(default_config), *argv]
+    if not torch.cuda.is_available():
+        argv = ["--use_cpu", "true", "--bf16", "false", "--fp16", "false", *argv]
+    return parser.parse_args_and_config(argv)
 
 
 def apply_device_defaults(training_args) -> None:

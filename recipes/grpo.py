@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 
 import transformers
@@ -24,17 +23,16 @@ from recipes.common import (
     BUILTIN_DATASET,
     CONFIGS_DIR,
     TINY_BASE,
-    apply_device_defaults,
     load_any_dataset,
+    parse_recipe_args,
     require_columns,
     resume_checkpoint,
-    with_default_config,
     write_stage_card,
 )
 from recipes.evaluation import evaluate_heldout, format_comparison_table
 from recipes.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
 from recipes.plots import plot_training_curves
-from recipes.task import R1_ZERO_SYSTEM, R1_ZERO_TEMPLATE
+from recipes.task import R1_ZERO_SYSTEM_PROMPT, R1_ZERO_TEMPLATE
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +116,7 @@ def build_prompts(dataset, script_args):
         make = lambda problem: R1_ZERO_TEMPLATE.format(problem=problem)  # noqa: E731
     else:
         make = lambda problem: [  # noqa: E731
-            {"role": "system", "content": R1_ZERO_SYSTEM},
+            {"role": "system", "content": R1_ZERO_SYSTEM_PROMPT},
             {"role": "user", "content": problem},
         ]
     column = script_args.problem_column
@@ -240,9 +238,7 @@ def make_parser():
     return TrlParser((GRPOScriptArguments, DeepseekGRPOConfig, ModelConfig))
 
 
+DEFAULT_CONFIG = CONFIGS_DIR / "grpo_tiny.yaml"
+
 if __name__ == "__main__":
-    parser = make_parser()
-    sys.argv = with_default_config(sys.argv, CONFIGS_DIR / "grpo_tiny.yaml")
-    script_args, training_args, model_args = parser.parse_args_and_config()
-    apply_device_defaults(training_args)
-    main(script_args, training_args, model_args)
+    main(*parse_recipe_args(make_parser(), DEFAULT_CONFIG))

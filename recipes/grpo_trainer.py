@@ -9,7 +9,7 @@ is inherited unchanged; this subclass only adds:
   (TRL already logs the completion lengths and the per-reward means);
 - for models with DeepSeekMoE routing biases (DeepseekMini): the auxiliary-loss-free bias update once per
   optimizer step (speed `expert_bias_update_speed`, 0 freezes it) and per-layer expert-load imbalance in the logs.
-  GRPO's loss runs only the backbone (TRL's fused LM head), so the MTP modules are not run during RL.
+  GRPO's loss runs only the backbone (TRL's fused LM head), so the MTP modules are not run, and are frozen, during RL.
 
 Any other causal LM (Qwen2, Llama, with or without LoRA) trains exactly as with `trl.GRPOTrainer`.
 """
@@ -109,6 +109,16 @@ def find_expert_bias_model(model):
     return next((module for module in model.modules() if hasattr(module, "update_expert_bias")), None)
 
 
+def freeze_mtp_modules(model) -> None:
+    """Freeze the multi-token-prediction modules, which GRPO's loss never runs (TRL's fused head reads the backbone).
+
+    Frozen, they take no optimizer state and data-parallel training does not wait for gradients they never get.
+    """
+    for module in model.modules():
+        for mtp_layer in getattr(module, "mtp_layers", ()):  # DeepseekMini backbones list their MTP modules
+            mtp_layer.requires_grad_(False)
+
+
 class DeepseekGRPOTrainer(GRPOTrainer):
     """GRPO for R1-Zero-style reasoning RL; see the module docstring for what it adds to `trl.GRPOTrainer`."""
 
@@ -126,6 +136,7 @@ class DeepseekGRPOTrainer(GRPOTrainer):
         self._signal_format = rewards.get_reward_func("format")
         self._signal_accuracy = rewards.get_reward_func("accuracy")
         self._signal_language = rewards.get_reward_func("language_consistency", language=args.signal_language)
+        freeze_mtp_modules(self.model)
         expert_bias_model = find_expert_bias_model(self.model)
         if expert_bias_model is not None:
             if args.expert_bias_update_speed is not None:

@@ -34,9 +34,10 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("config", sorted(CONFIGS_DIR.glob("grpo_*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_parse(config):
-    from recipes.grpo import make_parser
+    from recipes.common import parse_recipe_args
+    from recipes.grpo import DEFAULT_CONFIG, make_parser
 
-    script_args, training_args, model_args = make_parser().parse_args_and_config(["--config", str(config)])
+    script_args, training_args, model_args = parse_recipe_args(make_parser(), DEFAULT_CONFIG, ["--config", str(config)])
     assert script_args.reward_funcs and training_args.output_dir
 
 

@@ -9,7 +9,6 @@ from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
 from modeling_deepseek_mini import DeepseekMiniConfig, DeepseekMiniForCausalLM
-from recipes.common import apply_device_defaults
 from recipes.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
 from recipes.task import make_splits
 
@@ -23,8 +22,8 @@ model = DeepseekMiniForCausalLM(config)
 args = DeepseekGRPOConfig(
     output_dir=output_dir, max_steps=2, per_device_train_batch_size=8, num_generations=4, max_completion_length=12,
     learning_rate=1e-2, save_strategy="no", report_to="none", seed=0, expert_bias_update_speed=0.01,
+    use_cpu=True, bf16=False,
 )
-apply_device_defaults(args)
 trainer = DeepseekGRPOTrainer(
     model=model, reward_funcs=["format"], args=args, train_dataset=make_splits(0, 32, 4)["train"],
     processing_class=tokenizer,
