@@ -142,18 +142,18 @@ def test_lora(tmp_path, task, tokenizer, tiny_causal_lm_path):
 
 
 def test_rewards_by_dotted_path_with_params(tmp_path, monkeypatch, task, tokenizer):
-    (tmp_path / "my_rewards.py").write_text(
+    (tmp_path / "grpo_user_rewards.py").write_text(
         "def shortness(completions, **kwargs):\n    return [1.0 / (1 + len(c)) for c in completions]\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     args = grpo_args(tmp_path, max_steps=1, reward_params={"repetition": {"ngram_size": 2}})
     trainer = DeepseekGRPOTrainer(
-        model=tiny_deepseek(tokenizer), reward_funcs=["repetition", "my_rewards:shortness"], args=args,
+        model=tiny_deepseek(tokenizer), reward_funcs=["repetition", "grpo_user_rewards:shortness"], args=args,
         train_dataset=task["train"], processing_class=tokenizer,
     )
-    assert trainer.reward_func_names == ["repetition", "my_rewards:shortness"]  # the name written is the name logged
+    assert trainer.reward_func_names == ["repetition", "grpo_user_rewards:shortness"]  # the name written is the name logged
     trainer.train()
-    assert "rewards/my_rewards:shortness/mean" in logged_keys(trainer)
+    assert "rewards/grpo_user_rewards:shortness/mean" in logged_keys(trainer)
 
 
 def test_unknown_reward_fails_before_training(tmp_path, task, tokenizer):
