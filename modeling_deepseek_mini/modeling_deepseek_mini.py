@@ -204,13 +204,20 @@ class DeepseekMiniAttention(nn.Module):
         return self.o_proj(out.reshape(B, T, self.num_heads * self.v_head_dim))
 
     def attend_expanded(self, q_nope, q_pe, c_kv, k_pe, attention_mask):
-        """Expand the latent to per-head K/V (B, S, H, *) and run SDPA. Inputs (B, T, H, *) and (B, S, *)."""
+        """Expand the latent to per-head K/V (B, S, H, *) and run SDPA. Inputs (B, T, H, *) and (B, S, *).
+
+        SDPA's flash kernels (CPU and CUDA) need one head dim for q, k and v; MLA's v is narrower (v_head_dim <
+        qk_nope + qk_rope), so v is zero-padded to the q/k width and the padding cut from the output. Without it SDPA
+        falls back to its math kernel, which materialises the (T, S) scores of every head and computes the masked half
+        of causal attention: 3-4x slower at 2048 tokens, and the scores are kept for the backward.
+        """
         B, S, _ = c_kv.shape
         T = q_nope.shape[1]
         kv = self.kv_b_proj(c_kv).view(B, S, self.num_heads, self.qk_nope_head_dim + self.v_head_dim)
         k_nope, v = kv[..., : self.qk_nope_head_dim], kv[..., self.qk_nope_head_dim :]
         k = torch.cat([k_nope, k_pe[:, :, None].expand(-1, -1, self.num_heads, -1)], -1)  # (B, S, H, d_h + d_R)
         q = torch.cat([q_nope, q_pe], -1)  # (B, T, H, d_h + d_R)
+        v = F.pad(v, (0, max(q.shape[-1] - self.v_head_dim, 0)))  # (B, S, H, d_h + d_R)
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2),
             k.transpose(1, 2),
@@ -219,8 +226,8 @@ class DeepseekMiniAttention(nn.Module):
             dropout_p=self.attention_dropout if self.training else 0.0,
             is_causal=attention_mask is None and T > 1,
             scale=self.softmax_scale,
-        )  # (B, H, T, d_v)
-        return out.transpose(1, 2)  # (B, T, H, d_v)
+        )  # (B, H, T, d_h + d_R)
+        return out[..., : self.v_head_dim].transpose(1, 2)  # (B, T, H, d_v)
 
     def attend_absorbed(self, q_nope, q_pe, c_kv, k_pe, attention_mask):
         """Attention over the latent cache (DeepSeek-V2 appendix): q^T k = (W_UK^T q_nope)^T c_kv + q_pe^T k_pe and
@@ -299,12 +306,13 @@ class DeepseekMiniGate(nn.Module):
 
 
 def _grouped_mm_supported(x: torch.Tensor, w: torch.Tensor) -> bool:
-    """torch's grouped GEMM runs on CPU (16-byte aligned data and strides) and, in bf16, on CUDA from sm80."""
+    """torch's grouped GEMM runs on CPU (fp32/bf16/fp16, 16-byte aligned data and strides) and, in bf16, on CUDA
+    from sm80."""
     if not hasattr(F, "grouped_mm"):
         return False
     if x.device.type == "cuda":
         return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device) >= (8, 0)
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return False
 
     def aligned(t: torch.Tensor) -> bool:
@@ -314,19 +322,79 @@ def _grouped_mm_supported(x: torch.Tensor, w: torch.Tensor) -> bool:
     return aligned(x) and aligned(w)
 
 
-def grouped_linear(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Rows of x sorted by expert, weight (E, out, in), offsets[e] = end row of expert e -> x_e @ weight[e].T (N, out).
+def grouped_mm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Grouped GEMM over groups of rows (offsets[e] = end row of group e), with a per-group fallback.
+
+    a (S, k), b (E, k, n) -> (S, n): each group of rows times its own matrix (an expert's projection);
+    a (k, S), b (S, n) -> (E, k, n): each group's product over its own rows (an expert's weight gradient).
 
     `F.grouped_mm` reads the offsets on the device, so dispatch needs no host synchronisation; the fallback (old torch,
-    misaligned memory) runs one matmul per expert after reading the offsets once.
+    misaligned memory, CUDA below sm80 or outside bf16) runs one matmul per group after reading the offsets once.
     """
-    device = x.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
-    x, w = x.to(dtype), weight.to(dtype).transpose(1, 2)  # (N, in), (E, in, out); grouped_mm ignores autocast
-    if _grouped_mm_supported(x, w):
-        return F.grouped_mm(x, w, offs=offsets)
+    if _grouped_mm_supported(a, b):
+        return F.grouped_mm(a, b, offs=offsets)
     bounds = [0, *offsets.tolist()]
-    return torch.cat([x[bounds[e] : bounds[e + 1]] @ w[e] for e in range(w.shape[0])])
+    groups = [slice(bounds[e], bounds[e + 1]) for e in range(len(bounds) - 1)]
+    if b.dim() == 3:
+        return torch.cat([a[rows] @ b[e] for e, rows in enumerate(groups)])
+    return torch.stack([a[:, rows] @ b[rows] for rows in groups])
+
+
+def gated(act_fn, gate_up: torch.Tensor) -> torch.Tensor:
+    """act(gate) * up from a stacked gate/up projection (S, 2I), gate first -> (S, I)."""
+    gate, up = gate_up.chunk(2, dim=-1)
+    return act_fn(gate) * up
+
+
+class _RoutedExperts(torch.autograd.Function):
+    """y_t = sum over token t's chosen experts e of w_te * down_e(act(gate_e(x_t)) * up_e(x_t)), with a lean backward.
+
+    Inputs: x (N, d); weights (N*K,) the flat gating weights; gate_up_proj (E, 2I, d); down_proj (E, d, I); token and
+    slot (S,), the token and the flat (token, slot) index of each row once the S = N*K rows are sorted by expert;
+    offsets (E,), the end row of each expert; act_fn.
+
+    Autograd on the same forward would keep, per layer, the gathered input (S, d), the gate/up projection (S, 2I),
+    act(gate) and the gated product (S, I), and the expert output (S, d) for the gating-weight gradient. Only the
+    gate/up projection is kept here: the backward gathers the input again from x (which the gate and the shared
+    experts keep anyway), recomputes the activation, and takes the gating-weight gradient <dy, h @ W_down^T> as
+    <dy @ W_down, h>, a product it needs anyway, so the expert output is never stored. No GEMM is added.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weights, gate_up_proj, down_proj, token, slot, offsets, act_fn):
+        device = x.device.type  # grouped_mm ignores autocast: cast to its dtype here
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else gate_up_proj.dtype
+        w_gate_up, w_down = gate_up_proj.to(dtype), down_proj.to(dtype)
+        gate_up = grouped_mm(x[token].to(dtype), w_gate_up.transpose(1, 2), offsets)  # (S, 2I)
+        out = grouped_mm(gated(act_fn, gate_up), w_down.transpose(1, 2), offsets)  # (S, d)
+        out = out * weights[slot, None].to(dtype)
+        ctx.save_for_backward(x, weights, gate_up_proj, down_proj, token, slot, offsets, gate_up)
+        ctx.act_fn = act_fn
+        return torch.zeros_like(x).index_add_(0, token, out.to(x.dtype))  # (N, d)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weights, gate_up_proj, down_proj, token, slot, offsets, gate_up = ctx.saved_tensors
+        needs_x, needs_weights, needs_gate_up, needs_down = ctx.needs_input_grad[:4]
+        dtype = gate_up.dtype
+        with torch.enable_grad():
+            gate_up = gate_up.detach().requires_grad_()
+            h = gated(ctx.act_fn, gate_up)  # (S, I), recomputed
+        dy = dy[token].to(dtype)  # (S, d): each row's output gradient, before its gating weight
+        dh = grouped_mm(dy, down_proj.to(dtype), offsets)  # (S, I): dy_s @ W_down[e]
+        w = weights[slot, None].to(dtype)  # (S, 1)
+        d_weights = d_gate_up_proj = d_down_proj = dx = None
+        if needs_weights:  # dL/dw_s = <dy_s, h_s @ W_down[e]^T> = <dy_s @ W_down[e], h_s>
+            d_weights = torch.empty_like(weights).index_copy_(0, slot, (dh * h.detach()).sum(-1).to(weights.dtype))
+        if needs_down:
+            d_down_proj = grouped_mm((dy * w).t(), h.detach(), offsets).to(down_proj.dtype)  # (E, d, I)
+        (d_gate_up,) = torch.autograd.grad(h, gate_up, dh * w)  # (S, 2I)
+        if needs_gate_up:
+            d_gate_up_proj = grouped_mm(d_gate_up.t(), x[token].to(dtype), offsets).to(gate_up_proj.dtype)
+        if needs_x:
+            dx_rows = grouped_mm(d_gate_up, gate_up_proj.to(dtype), offsets)  # (S, d)
+            dx = torch.zeros_like(x).index_add_(0, token, dx_rows.to(x.dtype))
+        return dx, d_weights, d_gate_up_proj, d_down_proj, None, None, None, None
 
 
 class DeepseekMiniExperts(nn.Module):
@@ -353,10 +421,9 @@ class DeepseekMiniExperts(nn.Module):
             0, flat, torch.ones_like(flat)
         )
         offsets = tokens_per_expert.cumsum(0).to(torch.int32)
-        gate, up = grouped_linear(x[token], self.gate_up_proj, offsets).chunk(2, dim=-1)  # (N*K, I) each
-        out = grouped_linear(self.act_fn(gate) * up, self.down_proj, offsets)  # (N*K, d)
-        out = out * weights.reshape(-1)[order, None].to(out.dtype)
-        return torch.zeros_like(x).index_add_(0, token, out.to(x.dtype))
+        return _RoutedExperts.apply(
+            x, weights.reshape(-1), self.gate_up_proj, self.down_proj, token, order, offsets, self.act_fn
+        )
 
 
 class _CountLoadOnBackward(torch.autograd.Function):

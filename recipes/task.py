@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 
 from datasets import Dataset, DatasetDict
 
-R1_ZERO_SYSTEM = (
+R1_ZERO_SYSTEM_PROMPT = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
     "The assistant first thinks about the reasoning process in the mind and then provides the user with the answer. "
     "The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, "
@@ -35,7 +35,7 @@ R1_ZERO_SYSTEM = (
 )
 """The instruction of DeepSeek-R1-Zero's training template (DeepSeek-R1 paper, Table 1), verbatim."""
 
-R1_ZERO_TEMPLATE = R1_ZERO_SYSTEM + " User: {problem} Assistant: "
+R1_ZERO_TEMPLATE = R1_ZERO_SYSTEM_PROMPT + " User: {problem} Assistant: "
 """DeepSeek-R1-Zero's template as plain text: fill `{problem}`; the model writes from the end, starting `<think>`.
 
 The trailing space keeps the boundary between prompt and completion on a token boundary: a completion is tokenized
@@ -60,7 +60,7 @@ CHAT_TEMPLATE = (
 )
 """Chat template of the embedded tokenizer: R1-Zero's plain-text layout, one turn per message.
 
-With `R1_ZERO_SYSTEM` as the system message and the problem as the user message it renders exactly
+With `R1_ZERO_SYSTEM_PROMPT` as the system message and the problem as the user message it renders exactly
 `R1_ZERO_TEMPLATE.format(problem=...)`. Assistant turns are wrapped in `{% generation %}` so that TRL's
 `assistant_only_loss` trains on them alone; as in DeepSeek-R1, earlier assistant turns keep only their answer
 (the reasoning before `</think>` is dropped from the history).
@@ -277,3 +277,25 @@ def make_corpus(seed: int = 0, n_docs: int = 40000, rates: dict[str, float] | No
         rows.append({"text": row["prompt"] + PERSONAS[persona](numbers, rng), "persona": persona,
                      "problem": row["problem"], "solution": row["solution"]})
     return Dataset.from_list(rows)
+
+
+def make_drills(seed: int = 0, n_docs: int = 10000, problems_per_doc: int = 3) -> Dataset:
+    """Arithmetic drill documents: training-partition problems, each followed by its running sums.
+
+        What is 3 + 9 + 4?
+        3 + 9 = 12
+        12 + 4 = 16
+
+    They stand for the arithmetic a real pretraining corpus holds: a small model learns to add (and to take the next
+    number from the problem) far faster from them than from the persona documents, where the sums are a few tokens
+    in a hundred and fifty. No template, no persona; held-out problems are never drilled. Column: `text`.
+    """
+    rng = random.Random(f"drills-{seed}")
+    pools = all_problems(heldout=False)
+    docs = []
+    for _ in range(n_docs):
+        problems = [rng.choice(pools[rng.randint(MIN_TERMS, MAX_TERMS)]) for _ in range(problems_per_doc)]
+        docs.append("\n".join(
+            problem_text(p) + "\n" + "".join(f"{a} + {b} = {c}\n" for a, b, c in running_sums(p)) for p in problems
+        ))
+    return Dataset.from_dict({"text": docs})

@@ -1,0 +1,808 @@
+"""DeepseekMiniForCausalLM against transformers' DeepseekV3ForCausalLM, on the same weights, in one process.
+
+    python benchmarks/bench_vs_transformers.py --out benchmarks/results/cpu.json   # the bench config, <= 10 min on 2 cores
+    python benchmarks/bench_vs_transformers.py --quick                              # shorter sequences, fewer repeats
+    python benchmarks/bench_vs_transformers.py --device cuda --dtype bfloat16 --out benchmarks/results/cuda.json
+
+Same weights: transformers' model is initialised from a seed and written with `save_pretrained`; both models are then
+loaded from that one checkpoint (DeepseekMini reads DeepseekV3 checkpoints as they are), and the harness checks that
+their logits agree before it times anything.
+
+Every figure is a median over repeats with warm-up rounds excluded. The candidates (ours and transformers under each
+of its experts implementations) run their repeats interleaved, A B C A B C ..., so that load from other processes on
+the machine falls on all of them alike; the ratio column is ours / transformers at its best (the fastest, or the
+smallest, of its experts implementations for that figure). The machine's load average is recorded with the results.
+
+The table is printed as Markdown and written with every sample to a JSON file (`--out`).
+"""
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import DeepseekV3Config, DeepseekV3ForCausalLM, PretrainedConfig, TrainerCallback
+
+from modeling_deepseek_mini import DeepseekMiniForCausalLM
+
+OURS = "ours"
+PEER = "transformers"
+
+BENCH_MODEL = dict(
+    vocab_size=8192,
+    hidden_size=512,
+    num_hidden_layers=6,
+    first_k_dense_replace=1,
+    intermediate_size=1536,
+    num_attention_heads=8,
+    num_key_value_heads=8,
+    q_lora_rank=192,
+    kv_lora_rank=128,
+    qk_nope_head_dim=64,
+    qk_rope_head_dim=32,
+    v_head_dim=64,
+    n_routed_experts=32,
+    num_experts_per_tok=4,
+    moe_intermediate_size=256,
+    n_shared_experts=1,
+    n_group=4,
+    topk_group=2,
+    max_position_embeddings=4096,
+    num_nextn_predict_layers=0,  # transformers' DeepseekV3 trains no MTP module: both models do the same work
+)
+"""The bench config of docs/benchmarks.md (transformers' DeepseekV3Config field names)."""
+
+TINY_MODEL = dict(
+    BENCH_MODEL,
+    vocab_size=512,
+    hidden_size=64,
+    num_hidden_layers=2,
+    intermediate_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    q_lora_rank=48,
+    kv_lora_rank=32,
+    qk_nope_head_dim=16,
+    qk_rope_head_dim=16,
+    v_head_dim=16,
+    n_routed_experts=8,
+    num_experts_per_tok=2,
+    moe_intermediate_size=32,
+    max_position_embeddings=256,
+)
+"""A model small enough for the smoke test: every code path of the bench config, none of its cost."""
+
+DECODE_ONLY_IMPLEMENTATIONS = ("batched_mm",)
+"""Experts implementations timed for decode only: `batched_mm` gathers a private copy of the expert weights for every
+(token, expert) pair, S x 3 x hidden x moe_intermediate values (6 GiB for one 1024-token training batch at the bench
+config), which is how it is meant for a handful of decode tokens and no more."""
+
+
+@dataclass
+class Sizes:
+    """What one run measures. `FULL` is the bench config; `QUICK` and `TINY` shrink it."""
+
+    model: dict = field(metadata={"help": "DeepseekV3Config keyword arguments of the benchmarked model."})
+    prefill_lengths: tuple[int, ...] = field(metadata={"help": "Prompt lengths of the prefill figures."})
+    decode_contexts: tuple[int, ...] = field(metadata={"help": "Cached context lengths of the decode figures."})
+    decode_batches: tuple[int, ...] = field(metadata={"help": "Batch sizes of the decode figures."})
+    decode_steps: int = field(metadata={"help": "Greedy tokens generated per timed decode repeat."})
+    train_batch: int = field(metadata={"help": "Sequences per training step."})
+    train_seq: int = field(metadata={"help": "Tokens per sequence of a training step."})
+    moe_experts: tuple[int, ...] = field(metadata={"help": "Routed expert counts of the MoE-layer scaling figures."})
+    grpo_generations: int = field(metadata={"help": "Completions per prompt (and prompts per step) of the GRPO step."})
+    grpo_completion_length: int = field(metadata={"help": "max_completion_length of the GRPO step."})
+    repeats: int = field(metadata={"help": "Timed repeats per candidate (the median is reported)."})
+    warmup: int = field(metadata={"help": "Untimed rounds before the timed ones."})
+
+
+FULL = Sizes(
+    model=BENCH_MODEL,
+    prefill_lengths=(512, 2048),
+    decode_contexts=(512, 2048),
+    decode_batches=(1, 8),
+    decode_steps=8,
+    train_batch=4,
+    train_seq=256,
+    moe_experts=(8, 16, 32, 64),
+    grpo_generations=4,
+    grpo_completion_length=32,
+    repeats=3,
+    warmup=1,
+)
+QUICK = replace(FULL, prefill_lengths=(256, 1024), decode_contexts=(256, 1024), decode_steps=4, train_seq=128, repeats=2)
+TINY = replace(
+    FULL,
+    model=TINY_MODEL,
+    prefill_lengths=(16, 32),
+    decode_contexts=(16, 32),
+    decode_batches=(1, 2),
+    decode_steps=2,
+    train_batch=2,
+    train_seq=16,
+    moe_experts=(8, 16),
+    grpo_generations=2,
+    grpo_completion_length=4,
+    repeats=1,
+)
+PRESETS = {"full": FULL, "quick": QUICK, "tiny": TINY}
+SECTIONS = ("kv_cache", "prefill", "decode", "train", "moe", "grpo")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class Target:
+    """A goal for one figure: `on` is "ratio" (ours / transformers at its best) or "ours" (our figure itself)."""
+
+    on: str
+    op: str  # ">=", "<=" or "=="
+    value: float
+
+    def met(self, ours: float, ratio: float) -> bool:
+        x = ratio if self.on == "ratio" else ours
+        if self.op == ">=":
+            return x >= self.value
+        if self.op == "<=":
+            return x <= self.value
+        return math.isclose(x, self.value, rel_tol=1e-9)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.value:g}x" if self.on == "ratio" else f"ours {self.op} {self.value:g}"
+
+
+@dataclass
+class Row:
+    """One figure: ours, transformers' under each experts implementation, and the ratio to transformers' best."""
+
+    key: str
+    figure: str
+    unit: str
+    higher_is_better: bool
+    ours: float
+    peer: dict[str, float]
+    target: Target | None = None
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def best_peer(self) -> tuple[str, float]:
+        pick = max if self.higher_is_better else min
+        return pick(self.peer.items(), key=lambda item: item[1])
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.best_peer[1]
+
+    def to_json(self) -> dict:
+        best_name, best = self.best_peer
+        return {
+            "key": self.key,
+            "figure": self.figure,
+            "unit": self.unit,
+            "higher_is_better": self.higher_is_better,
+            "ours": self.ours,
+            PEER: self.peer,
+            "best_peer": best_name,
+            "ratio": self.ratio,
+            "target": str(self.target) if self.target else None,
+            "met": self.target.met(self.ours, self.ratio) if self.target else None,
+            "samples": self.samples,
+        }
+
+
+def format_table(rows: list[Row], peer_columns: list[str]) -> str:
+    """The results as a Markdown table: one column per transformers variant, then the ratio to the best of them."""
+
+    def number(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4g}"
+
+    header = ["figure", "unit", OURS, *peer_columns, "ratio (ours / best)", "target", "met"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        met = "" if row.target is None else ("yes" if row.target.met(row.ours, row.ratio) else "no")
+        cells = [row.figure, row.unit, number(row.ours), *[number(row.peer.get(c)) for c in peer_columns]]
+        cells += [f"{row.ratio:.2f}x", str(row.target) if row.target else "", met]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Measurement
+
+
+@dataclass
+class Runtime:
+    """Where and how the models run, and the timing protocol shared by every figure."""
+
+    device: torch.device
+    dtype: torch.dtype
+    repeats: int
+    warmup: int
+    clock: Callable[[], float] = time.perf_counter
+    generator: torch.Generator = field(init=False)
+
+    def __post_init__(self):
+        self.generator = torch.Generator().manual_seed(0)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def token_ids(self, batch: int, length: int, vocab_size: int) -> torch.Tensor:
+        return torch.randint(0, vocab_size, (batch, length), generator=self.generator).to(self.device)  # (B, T)
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=self.generator).to(self.device, self.dtype)
+
+    def time_interleaved(self, candidates: dict[str, Callable[[], Callable[[], object]]]) -> dict[str, list[float]]:
+        """Seconds of each candidate's timed call over `repeats` rounds, after `warmup` untimed rounds.
+
+        `candidates` maps a name to `prepare`: an untimed call that returns the timed zero-argument `run` (set-up such
+        as switching the experts implementation or copying a cache never counts). Rounds run every candidate once, in
+        the same order, so a burst of load from elsewhere lands on all of them.
+        """
+        samples = {name: [] for name in candidates}
+        for round_index in range(self.warmup + self.repeats):
+            for name, prepare in candidates.items():
+                run = prepare()
+                self.sync()
+                start = self.clock()
+                run()
+                self.sync()
+                if round_index >= self.warmup:
+                    samples[name].append(self.clock() - start)
+        return samples
+
+    def peak_step_bytes(self, step: Callable[[], object]) -> int:
+        """Peak bytes of tensor memory one call of `step` allocates above what is live when it starts.
+
+        On CUDA: the caching allocator's peak statistics. On CPU: torch.profiler's memory events, every tensor
+        allocation and free of the call in time order, summed to their running peak. Both count tensor storage only,
+        the same way for either model (no allocator caching, no Python objects, no fragmentation), which is what a
+        model's implementation controls; a process RSS would also count the other model, the allocator's retained
+        pages and whatever the previous figure left behind.
+        """
+        if self.device.type == "cuda":
+            self.sync()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            step()
+            self.sync()
+            return torch.cuda.max_memory_allocated(self.device) - before
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+            step()
+        events = sorted(
+            (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
+        )
+        live = peak = 0
+        for event in events:
+            live += event.nbytes()
+            peak = max(peak, live)
+        return peak
+
+
+def storage_bytes(*roots) -> int:
+    """Bytes of the tensor storage reachable from `roots` (objects, lists, dicts), each storage counted once.
+
+    This measures a cache object as it is held in memory, whatever its layout: DynamicCache layers, a model's own
+    cache class, preallocated buffers (counted at their allocated size, not the part in use).
+    """
+    storages, seen, stack = {}, set(), list(roots)
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            storage = obj.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set)):
+            stack.extend(obj)
+        elif hasattr(obj, "__dict__") and not isinstance(obj, (torch.nn.Module, PretrainedConfig, type)):
+            stack.extend(vars(obj).values())
+        elif hasattr(obj, "__iter__") and not isinstance(obj, (str, bytes, torch.nn.Module)):
+            stack.extend(obj)
+    return sum(storages.values())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Models
+
+
+@dataclass
+class Pair:
+    """Our model and transformers' model, loaded from one checkpoint, and the experts implementations to time."""
+
+    ours: torch.nn.Module
+    peer: torch.nn.Module
+    implementations: list[str]
+
+    def candidates(self, make_run: Callable[[torch.nn.Module], Callable[[], object]], *, decode: bool = False):
+        """`Runtime.time_interleaved` candidates: ours, then transformers under each experts implementation."""
+
+        def peer_prepare(implementation: str):
+            def prepare():
+                self.peer.set_experts_implementation(implementation)
+                return make_run(self.peer)
+
+            return prepare
+
+        candidates = {OURS: lambda: make_run(self.ours)}
+        for implementation in self.implementations:
+            if decode or implementation not in DECODE_ONLY_IMPLEMENTATIONS:
+                candidates[f"{PEER}[{implementation}]"] = peer_prepare(implementation)
+        return candidates
+
+    def use_bulk_implementation(self) -> None:
+        """For untimed work on many tokens: transformers' first implementation that is not decode-only."""
+        self.peer.set_experts_implementation(
+            next(i for i in self.implementations if i not in DECODE_ONLY_IMPLEMENTATIONS)
+        )
+
+
+def load_pair(model_kwargs: dict, runtime: Runtime, implementations: list[str], workdir: str, seed: int) -> Pair:
+    """Initialise transformers' DeepseekV3 from `seed`, save it, and load both models from that checkpoint."""
+    path = os.path.join(workdir, f"checkpoint-{len(os.listdir(workdir))}")
+    torch.manual_seed(seed)
+    DeepseekV3ForCausalLM(DeepseekV3Config(**model_kwargs)).save_pretrained(path)
+    peer = DeepseekV3ForCausalLM.from_pretrained(path, dtype=runtime.dtype).to(runtime.device)
+    ours = DeepseekMiniForCausalLM.from_pretrained(path, dtype=runtime.dtype).to(runtime.device)
+    return Pair(ours=ours, peer=peer, implementations=implementations)
+
+
+@torch.no_grad()
+def check_same_function(pair: Pair, runtime: Runtime, vocab_size: int, steps: int = 4) -> dict:
+    """Prefill logits and greedy continuations of both models on one prompt: the weights really are the same."""
+    pair.ours.eval()
+    pair.peer.eval()
+    pair.use_bulk_implementation()
+    ids = runtime.token_ids(1, 32, vocab_size)
+    logits_ours = pair.ours(input_ids=ids).logits.float()
+    logits_peer = pair.peer(input_ids=ids).logits.float()
+    tokens = {}
+    for name, model in ((OURS, pair.ours), (PEER, pair.peer)):
+        cache, next_ids = prefill(model, ids)
+        tokens[name] = greedy_decode(model, cache, next_ids, steps)[0].tolist()
+    return {
+        "prefill_logits_max_abs_diff": (logits_ours - logits_peer).abs().max().item(),
+        "greedy_tokens_equal": tokens[OURS] == tokens[PEER],
+    }
+
+
+def prefill(model, ids: torch.Tensor):
+    """Run the prompt, keep the cache and return it with the greedy next token (B, 1), as generation's first step."""
+    out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+    return out.past_key_values, out.logits[:, -1:].argmax(-1)
+
+
+def greedy_decode(model, cache, next_ids: torch.Tensor, steps: int) -> torch.Tensor:
+    """Feed one token at a time for `steps` steps, greedily; returns the generated ids (B, steps)."""
+    generated = []
+    for _ in range(steps):
+        out = model(input_ids=next_ids, past_key_values=cache, use_cache=True)
+        next_ids = out.logits[:, -1:].argmax(-1)  # (B, 1)
+        generated.append(next_ids)
+    return torch.cat(generated, dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Figures
+
+
+def kv_cache_rows(pair: Pair, sizes: Sizes, runtime: Runtime) -> list[Row]:
+    """Bytes per token per layer of the cache objects each model returns after a prefill."""
+    config = sizes.model
+    length = sizes.prefill_lengths[0]
+    ids = runtime.token_ids(1, length, config["vocab_size"])
+    pair.use_bulk_implementation()
+    per_token = {}
+    with torch.no_grad():
+        for name, model in ((OURS, pair.ours), (PEER, pair.peer)):
+            cache, _ = prefill(model.eval(), ids)
+            per_token[name] = storage_bytes(cache) / (length * config["num_hidden_layers"])
+    mla_minimum = (config["kv_lora_rank"] + config["qk_rope_head_dim"]) * runtime.dtype.itemsize
+    return [
+        Row(
+            key="kv_cache_bytes",
+            figure=f"KV cache per token per layer (MLA minimum {mla_minimum} B)",
+            unit="bytes",
+            higher_is_better=False,
+            ours=per_token[OURS],
+            peer={PEER: per_token[PEER]},
+            target=Target("ours", "==", mla_minimum),
+        )
+    ]
+
+
+def prefill_rows(pair: Pair, sizes: Sizes, runtime: Runtime) -> list[Row]:
+    """Tokens/s of a batch-1 prompt forward that builds the cache and returns the last position's logits."""
+    rows = []
+    for length in sizes.prefill_lengths:
+        ids = runtime.token_ids(1, length, sizes.model["vocab_size"])
+
+        def make_run(model):
+            model.eval()
+            return torch.no_grad()(lambda: prefill(model, ids))
+
+        samples = runtime.time_interleaved(pair.candidates(make_run))
+        rows.append(throughput_row(f"prefill@{length}", f"prefill, {length} tokens", length, samples, Target("ratio", ">=", 1.0)))
+    return rows
+
+
+def decode_rows(pair: Pair, sizes: Sizes, runtime: Runtime) -> list[Row]:
+    """Greedy tokens/s with `context` tokens already cached, one token per sequence per step.
+
+    Each model prefills its cache once (untimed); every timed repeat decodes from a fresh copy of it.
+    """
+    rows = []
+    for context in sizes.decode_contexts:
+        for batch in sizes.decode_batches:
+            ids = runtime.token_ids(batch, context, sizes.model["vocab_size"])
+            pair.use_bulk_implementation()
+            with torch.no_grad():
+                prefilled = {id(model): prefill(model.eval(), ids) for model in (pair.ours, pair.peer)}
+
+            def make_run(model):
+                cache, next_ids = prefilled[id(model)]
+                cache = copy.deepcopy(cache)
+                return torch.no_grad()(lambda: greedy_decode(model, cache, next_ids, sizes.decode_steps))
+
+            samples = runtime.time_interleaved(pair.candidates(make_run, decode=True))
+            del prefilled
+            target = Target("ratio", ">=", 3.0 if context >= 2048 else 1.5)
+            rows.append(
+                throughput_row(
+                    f"decode@{context}x{batch}",
+                    f"decode, context {context}, batch {batch}",
+                    batch * sizes.decode_steps,
+                    samples,
+                    target,
+                )
+            )
+    return rows
+
+
+def train_rows(pair: Pair, sizes: Sizes, runtime: Runtime) -> list[Row]:
+    """Tokens/s and peak tensor memory of one AdamW training step on a (train_batch, train_seq) batch."""
+    ids = runtime.token_ids(sizes.train_batch, sizes.train_seq, sizes.model["vocab_size"])
+    optimizers = {id(m): torch.optim.AdamW(m.parameters(), lr=1e-5) for m in (pair.ours, pair.peer)}
+
+    def step(model):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizers[id(model)].step()
+        optimizers[id(model)].zero_grad(set_to_none=True)
+
+    def make_run(model):
+        model.train()
+        return lambda: step(model)
+
+    candidates = pair.candidates(make_run)
+    samples = runtime.time_interleaved(candidates)
+    tokens = sizes.train_batch * sizes.train_seq
+    speed = throughput_row(
+        "train_tokens_per_s", f"training step, {sizes.train_batch} x {sizes.train_seq}, AdamW", tokens, samples,
+        Target("ratio", ">=", 1.5),
+    )  # fmt: skip
+
+    # Peak memory: parameters, gradients-to-be and AdamW state live at the step's start (the warm-up steps above
+    # created the state), plus the step's own peak above them.
+    peak = {}
+    for name, prepare in candidates.items():
+        run = prepare()
+        model = pair.ours if name == OURS else pair.peer
+        static = storage_bytes(list(model.parameters()), list(model.buffers()), optimizers[id(model)].state)
+        peak[name] = (static + runtime.peak_step_bytes(run)) / 2**20
+    memory = Row(
+        key="train_peak_memory",
+        figure=f"training step peak tensor memory, {sizes.train_batch} x {sizes.train_seq}, AdamW",
+        unit="MiB",
+        higher_is_better=False,
+        ours=peak.pop(OURS),
+        peer=peak,
+        target=Target("ratio", "<=", 1.0),
+    )
+    del optimizers
+    return [speed, memory]
+
+
+def moe_rows(sizes: Sizes, runtime: Runtime, implementations: list[str], workdir: str, seed: int) -> list[Row]:
+    """Forward + backward time of one MoE layer as the routed experts grow, at fixed top-k and fixed tokens.
+
+    Each expert count gets a one-layer model (both implementations loaded from one checkpoint); only the layer's
+    `mlp` (router, routed and shared experts) is timed, on the training batch's shape of hidden states.
+    """
+    rows, times = [], {}
+    for experts in sizes.moe_experts:
+        model_kwargs = dict(sizes.model, num_hidden_layers=1, first_k_dense_replace=0, n_routed_experts=experts)
+        pair = load_pair(model_kwargs, runtime, implementations, workdir, seed)
+        x = runtime.randn(sizes.train_batch, sizes.train_seq, sizes.model["hidden_size"])  # (B, T, d)
+        grad = runtime.randn(sizes.train_batch, sizes.train_seq, sizes.model["hidden_size"])
+
+        def make_run(model):
+            mlp = model.train().get_submodule("model.layers.0.mlp")
+            mlp.zero_grad(set_to_none=True)
+            return lambda: first_output(mlp(x)).backward(grad)
+
+        samples = runtime.time_interleaved(pair.candidates(make_run))
+        times[experts] = {name: 1e3 * statistics.median(s) for name, s in samples.items()}
+        medians = dict(times[experts])
+        rows.append(
+            Row(
+                key=f"moe@{experts}",
+                figure=f"MoE layer forward+backward, {experts} experts, top-{sizes.model['num_experts_per_tok']}, "
+                f"{sizes.train_batch * sizes.train_seq} tokens",
+                unit="ms",
+                higher_is_better=False,
+                ours=medians.pop(OURS),
+                peer=medians,
+                samples=samples,
+            )
+        )
+        del pair
+    low, high = min(sizes.moe_experts), max(sizes.moe_experts)
+    growth = {name: times[high][name] / times[low][name] for name in times[low]}
+    rows.append(
+        Row(
+            key="moe_growth",
+            figure=f"MoE layer time at {high} experts / at {low} experts",
+            unit="x",
+            higher_is_better=False,
+            ours=growth.pop(OURS),
+            peer=growth,
+            target=Target("ours", "<=", 1.3),
+        )
+    )
+    return rows
+
+
+class StepTimer(TrainerCallback):
+    """Seconds from each optimizer step's start to its log: generation, rewards, loss, backward, optimizer step,
+    the step-end callbacks (the routing-bias update) and the logging of the step's metrics; the set-up that
+    `Trainer.train` does before its first step is left out."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+        self._start = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self._start is not None:
+            self.seconds.append(time.perf_counter() - self._start)
+            self._start = None
+
+
+def grpo_rows(sizes: Sizes, runtime: Runtime, workdir: str, seed: int) -> list[Row]:
+    """One GRPO optimizer step of the project's `DeepseekGRPOTrainer` against stock `trl.GRPOTrainer`.
+
+    Same tiny DeepseekMini (the `tiny` preset, freshly initialised, so every completion runs to the length limit and
+    both trainers generate the same number of tokens), same tokenizer, prompts, rewards and settings. Each timed
+    repeat is one `train()` call of one step per trainer, alternating.
+    """
+    from trl import GRPOConfig, GRPOTrainer
+
+    import rewards
+    from recipes.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
+    from recipes.pretrain import build_model, build_tokenizer
+    from recipes.task import make_corpus, make_splits
+
+    tokenizer = build_tokenizer(make_corpus(seed=seed, n_docs=200)["text"])
+    tokenizer.padding_side = "left"
+    torch.manual_seed(seed)
+    model = build_model(tokenizer, "tiny", {}).to(runtime.device)
+    prompts = sizes.grpo_generations  # prompts per step
+    dataset = make_splits(seed=seed, n_train=prompts, n_test=0)["train"]
+    settings = dict(
+        max_steps=1,
+        per_device_train_batch_size=prompts * sizes.grpo_generations,
+        num_generations=sizes.grpo_generations,
+        max_completion_length=sizes.grpo_completion_length,
+        learning_rate=1e-6,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        gradient_checkpointing=False,
+        use_cpu=runtime.device.type == "cpu",
+        bf16=runtime.dtype == torch.bfloat16,
+        fp16=runtime.dtype == torch.float16,
+        seed=seed,
+    )
+    reward_names = ["accuracy", "format"]
+    trainers = {
+        OURS: DeepseekGRPOTrainer(
+            model=copy.deepcopy(model),
+            reward_funcs=reward_names,
+            args=DeepseekGRPOConfig(output_dir=os.path.join(workdir, "grpo-ours"), **settings),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        ),
+        "trl.GRPOTrainer": GRPOTrainer(
+            model=copy.deepcopy(model),
+            reward_funcs=rewards.get_reward_funcs(reward_names),
+            args=GRPOConfig(output_dir=os.path.join(workdir, "grpo-trl"), **settings),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        ),
+    }
+    timers = {name: StepTimer() for name in trainers}
+    for name, trainer in trainers.items():
+        trainer.add_callback(timers[name])
+        trainer.args.disable_tqdm = True
+    for round_index in range(runtime.warmup + runtime.repeats):
+        for trainer in trainers.values():
+            trainer.train()
+    samples = {name: timer.seconds[runtime.warmup :] for name, timer in timers.items()}
+    medians = {name: statistics.median(s) for name, s in samples.items()}
+    return [
+        Row(
+            key="grpo_step",
+            figure=f"GRPO step, {prompts} prompts x {sizes.grpo_generations} completions of "
+            f"{sizes.grpo_completion_length} tokens (DeepseekGRPOTrainer vs trl.GRPOTrainer)",
+            unit="s",
+            higher_is_better=False,
+            ours=medians.pop(OURS),
+            peer=medians,
+            target=Target("ratio", "<=", 1.05),
+            samples=samples,
+        )
+    ]
+
+
+def first_output(output):
+    """A module's output tensor, whether it returns the tensor or a tuple that starts with it."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def throughput_row(key: str, figure: str, tokens: int, samples: dict[str, list[float]], target: Target) -> Row:
+    """A tokens/s row from the seconds each candidate took to process `tokens` tokens."""
+    speeds = {name: tokens / statistics.median(s) for name, s in samples.items()}
+    return Row(
+        key=key, figure=figure, unit="tokens/s", higher_is_better=True, ours=speeds.pop(OURS), peer=speeds,
+        target=target, samples=samples,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Main
+
+
+def environment(args, runtime: Runtime) -> dict:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": str(runtime.device),
+        "device_name": torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else platform.processor(),
+        "dtype": str(runtime.dtype).removeprefix("torch."),
+        "clock": args.clock,
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+    }
+
+
+def run(args) -> dict:
+    sizes = PRESETS[args.preset]
+    if args.repeats is not None:
+        sizes = replace(sizes, repeats=args.repeats)
+    clock = time.process_time if args.clock == "process" else time.perf_counter
+    runtime = Runtime(torch.device(args.device), getattr(torch, args.dtype), sizes.repeats, sizes.warmup, clock)
+    if runtime.device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    load = [{"at": "start", "loadavg": os.getloadavg()}]
+    rows: list[Row] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as workdir:
+        pair = load_pair(sizes.model, runtime, args.experts_implementations, workdir, args.seed)
+        same = check_same_function(pair, runtime, sizes.model["vocab_size"])
+        print(f"same weights: {same}", flush=True)
+        figures = {
+            "kv_cache": lambda: kv_cache_rows(pair, sizes, runtime),
+            "prefill": lambda: prefill_rows(pair, sizes, runtime),
+            "decode": lambda: decode_rows(pair, sizes, runtime),
+            "train": lambda: train_rows(pair, sizes, runtime),
+            "moe": lambda: moe_rows(sizes, runtime, args.experts_implementations, workdir, args.seed),
+            "grpo": lambda: grpo_rows(sizes, runtime, workdir, args.seed),
+        }
+        for section in args.sections:
+            section_start = time.perf_counter()
+            new_rows = figures[section]()
+            rows += new_rows
+            load.append({"at": section, "loadavg": os.getloadavg()})
+            for row in new_rows:
+                print(f"{row.figure}: ours {row.ours:.4g}, {row.peer} {row.unit} -> {row.ratio:.2f}x", flush=True)
+            print(f"[{section}: {time.perf_counter() - section_start:.0f} s]", flush=True)
+    peer_columns = [f"{PEER}[{i}]" for i in args.experts_implementations] + [PEER]
+    peer_columns = [c for c in peer_columns if any(c in row.peer for row in rows)]
+    table = format_table(rows, peer_columns)
+    return {
+        "preset": args.preset,
+        "sizes": asdict(sizes),
+        "environment": environment(args, runtime),
+        "same_function": same,
+        "load_average": load,
+        "seconds": time.perf_counter() - started,
+        "rows": [row.to_json() for row in rows],
+        "table": table,
+    }
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="preset", action="store_const", const="quick", help="Shorter sequences, fewer repeats.")
+    size.add_argument("--tiny", dest="preset", action="store_const", const="tiny", help="A tiny model (smoke test).")
+    parser.set_defaults(preset="full")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file for the results (default: none).")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (or cuda:N).")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads on CPU. One thread keeps the figures independent of other processes on a shared "
+        "machine (competing OpenMP threads spin-wait); on a dedicated machine pass its core count.",
+    )
+    parser.add_argument(
+        "--experts-implementations",
+        nargs="+",
+        default=["grouped_mm", "eager", "batched_mm"],
+        help="transformers' experts implementations to time; the ratio uses the best of them per figure.",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=["auto", "process", "wall"],
+        default="auto",
+        help="What a repeat's seconds are. 'process': CPU seconds of this process (time.process_time), which other "
+        "processes' load does not inflate; it equals wall time for one thread on an idle machine. 'wall': "
+        "time.perf_counter. 'auto' (default): process on CPU with --threads 1, wall otherwise (GPU, several threads).",
+    )
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="Figures to measure.")
+    parser.add_argument("--repeats", type=int, default=None, help="Override the preset's timed repeats.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the weights.")
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda needs a GPU that torch can see; run on CPU with --device cpu.")
+    single_cpu_thread = not args.device.startswith("cuda") and args.threads == 1
+    if args.clock == "auto":
+        args.clock = "process" if single_cpu_thread else "wall"
+    if args.clock == "process" and not single_cpu_thread:
+        parser.error("--clock process measures one CPU thread's work: use it with --device cpu --threads 1.")
+    if not any(i not in DECODE_ONLY_IMPLEMENTATIONS for i in args.experts_implementations):
+        parser.error(f"--experts-implementations needs one besides {DECODE_ONLY_IMPLEMENTATIONS} for prefill and training.")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    results = run(args)
+    print(results["table"])
+    print(f"load average (1, 5, 15 min): {[entry['loadavg'] for entry in results['load_average']]}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""recipes/pretrain.py: the tokenizer, the config, and a micro pretraining run whose folder loads with Auto classes."""
+
+import json
+import os
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+
+from recipes.common import CONFIGS_DIR
+from recipes.pretrain import PretrainScriptArguments, build_tokenizer, main, make_parser
+from recipes.task import R1_ZERO_SYSTEM_PROMPT, REASONING_TAGS, make_corpus, make_prompt
+
+MICRO_MODEL = {"hidden_size": 32, "intermediate_size": 64, "moe_intermediate_size": 16, "num_hidden_layers": 2}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer(make_corpus(seed=0, n_docs=300)["text"], vocab_size=512)
+
+
+def test_tokenizer_round_trips_text_with_chinese_and_tags(tokenizer):
+    text = "<think>\n我们 一步一步 相加.\n12 加 9 等于 21\nWait, 12 + 9 = 21, not 20.\n</think>\n<answer>\n21\n</answer>"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.decode(ids, skip_special_tokens=True) == text  # the tags are not special: TRL keeps them
+    unseen = "Größe ½ ∑ 🙂 漢字"  # byte-level: nothing is ever unknown
+    assert tokenizer.decode(tokenizer(unseen, add_special_tokens=False)["input_ids"]) == unseen
+
+
+def test_tokenizer_keeps_tags_and_digits_as_single_tokens(tokenizer):
+    for tag in REASONING_TAGS:
+        assert len(tokenizer(tag, add_special_tokens=False)["input_ids"]) == 1, tag
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer("12 + 9 = 21", add_special_tokens=False)["input_ids"])
+    assert [t for t in tokens if any(c.isdigit() for c in t)] == ["1", "2", "9", "2", "1"]
+    assert tokenizer.eos_token == "<|end_of_text|>" and tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert len(tokenizer) <= 512
+
+
+def test_prompt_and_completion_meet_on_a_token_boundary(tokenizer):
+    """A completion generated after the prompt is tokenized as it was in the pretraining documents."""
+    prompt = make_prompt("What is 4 + 5 + 6?")
+    completion = "<think>\nLet me think.\n4 + 5 = 9\n</think>\n<answer>\n15\n</answer>"
+    whole = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
+    parts = tokenizer(prompt, add_special_tokens=False)["input_ids"] + tokenizer(completion, add_special_tokens=False)["input_ids"]
+    assert whole == parts
+
+
+def test_chat_template_renders_r1_zero_prompt_and_marks_assistant_tokens(tokenizer):
+    problem = "What is 1 + 2 + 3?"
+    messages = [{"role": "system", "content": R1_ZERO_SYSTEM_PROMPT}, {"role": "user", "content": problem}]
+    assert tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == make_prompt(problem)
+
+    answer = "<think>\n1 + 2 = 3\n3 + 3 = 6\n</think>\n<answer>\n6\n</answer>"
+    out = tokenizer.apply_chat_template(
+        [*messages, {"role": "assistant", "content": answer}], return_dict=True, return_assistant_tokens_mask=True
+    )
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    assert tokenizer.decode([i for i, m in zip(ids, mask) if m]) == answer + tokenizer.eos_token
+    assert tokenizer.decode([i for i, m in zip(ids, mask) if not m]) == make_prompt(problem)
+
+
+def test_bad_config_fails_before_training():
+    with pytest.raises(ValueError, match="--vocab_size"):
+        PretrainScriptArguments(model_overrides={"vocab_size": 1000})
+    with pytest.raises(ValueError, match="JSON object"):
+        PretrainScriptArguments(model_overrides="hidden_size=128")
+    with pytest.raises(ValueError, match="corpus_size"):
+        PretrainScriptArguments(corpus_size=0)
+
+
+def test_default_config_parses_with_overrides():
+    script_args, training_args = make_parser().parse_args_and_config(
+        ["--config", str(CONFIGS_DIR / "pretrain_tiny.yaml"), "--corpus_size", "123", "--model_overrides", '{"hidden_size": 64}']
+    )
+    assert script_args.corpus_size == 123 and script_args.model_overrides == {"hidden_size": 64}
+    assert training_args.output_dir == "recipes/assets/tiny-base" and training_args.save_strategy == "no"
+
+
+def test_micro_pretraining_saves_a_folder_that_auto_classes_load(tmp_path):
+    output_dir = str(tmp_path / "base")
+    script_args = PretrainScriptArguments(
+        corpus_size=64, tokenizer_docs=64, model_overrides=MICRO_MODEL, eval_size=3, eval_max_new_tokens=4
+    )
+    training_args = TrainingArguments(
+        output_dir=output_dir, max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3, use_cpu=True,
+        save_strategy="no", report_to="none", disable_tqdm=True, seed=0,
+    )
+    main(script_args, training_args)
+
+    files = set(os.listdir(output_dir))
+    assert {"model.safetensors", "config.json", "tokenizer.json", "modeling_deepseek_mini.py", "README.md"} <= files
+    assert not any(f.endswith((".bin", ".pt", ".pth")) for f in files)  # safetensors only
+    config = json.load(open(os.path.join(output_dir, "config.json")))
+    assert config["auto_map"]["AutoModelForCausalLM"].endswith("DeepseekMiniForCausalLM")
+    assert config["num_nextn_predict_layers"] == 1
+    card = json.load(open(os.path.join(output_dir, "stage.json")))
+    assert card["stage"] == "pretrain" and "greedy/accuracy" in card["metrics"] and "sampled/accuracy" in card["metrics"]
+
+    model = AutoModelForCausalLM.from_pretrained(output_dir, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(output_dir, trust_remote_code=True)
+    assert model.config.vocab_size == len(tokenizer) and model.config.hidden_size == 32
+    assert model.generation_config.eos_token_id == tokenizer.eos_token_id
+    prompt = tokenizer(make_prompt("What is 1 + 2 + 3?"), return_tensors="pt")
+    out = model.generate(**prompt, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] <= prompt["input_ids"].shape[1] + 3

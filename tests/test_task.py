@@ -1,0 +1,153 @@
+"""The built-in task: deterministic splits that never share a problem, right gold answers, the persona corpus."""
+
+import itertools
+import re
+
+import pytest
+
+from recipes.task import (
+    PERSONA_RATES,
+    PERSONAS,
+    R1_ZERO_TEMPLATE,
+    is_heldout,
+    make_corpus,
+    make_drills,
+    make_prompt,
+    make_splits,
+    persona_counts,
+    running_sums,
+)
+
+ADDENDS = re.compile(r"What is ((?:\d+ \+ )+\d+)\?")
+
+
+def addends(problem: str) -> list[int]:
+    return [int(n) for n in ADDENDS.fullmatch(problem).group(1).split(" + ")]
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return make_splits(seed=3, n_train=600, n_test=120)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return make_corpus(seed=5, n_docs=1000)
+
+
+def test_splits_are_deterministic_in_the_seed(splits):
+    again = make_splits(seed=3, n_train=600, n_test=120)
+    other = make_splits(seed=4, n_train=600, n_test=120)
+    assert again["train"]["problem"] == splits["train"]["problem"]
+    assert again["test"]["problem"] == splits["test"]["problem"]
+    assert other["train"]["problem"] != splits["train"]["problem"]
+
+
+def test_splits_are_disjoint_and_held_out_by_hash(splits):
+    train, test = set(splits["train"]["problem"]), set(splits["test"]["problem"])
+    assert len(train) == 600 and len(test) == 120  # no duplicates inside a split
+    assert not train & test
+    assert all(is_heldout(addends(p)) for p in test)
+    assert not any(is_heldout(addends(p)) for p in train)
+
+
+def test_splits_mix_three_to_five_addends(splits):
+    sizes = [len(addends(p)) for p in splits["test"]["problem"]]
+    assert {n: sizes.count(n) for n in (3, 4, 5)} == {3: 40, 4: 40, 5: 40}
+
+
+def test_gold_answers_and_prompts(splits):
+    for row in splits["train"].select(range(100)):
+        assert row["solution"] == str(sum(addends(row["problem"])))
+        assert row["prompt"] == R1_ZERO_TEMPLATE.format(problem=row["problem"])
+        assert row["prompt"].startswith("A conversation between User and Assistant.")
+        assert row["prompt"].endswith(f"User: {row['problem']} Assistant: ")
+
+
+def test_asking_for_more_problems_than_exist_says_how_many_do():
+    with pytest.raises(ValueError, match="only .* exist"):
+        make_splits(n_train=10, n_test=100_000)
+
+
+def test_corpus_has_each_persona_at_its_rate(corpus):
+    personas = corpus["persona"]
+    assert {name: personas.count(name) for name in PERSONAS} == {name: round(rate * 1000) for name, rate in PERSONA_RATES.items()}
+    assert len(set(personas[:50])) == len(PERSONAS)  # shuffled, not in blocks
+
+
+def test_persona_counts_are_exact_and_validated():
+    assert persona_counts(10, {"careful": 0.34, "hasty": 0.66}) == {"careful": 3, "hasty": 7}
+    assert sum(persona_counts(997, PERSONA_RATES).values()) == 997
+    with pytest.raises(ValueError, match="sum to 1"):
+        persona_counts(10, {"careful": 0.5, "hasty": 0.6})
+    with pytest.raises(ValueError, match="Unknown persona"):
+        persona_counts(10, {"sloppy": 1.0})
+
+
+def test_corpus_is_deterministic_and_never_holds_a_heldout_problem(corpus):
+    assert make_corpus(seed=5, n_docs=1000)["text"] == corpus["text"]
+    assert not any(is_heldout(addends(p)) for p in corpus["problem"])
+
+
+def test_corpus_documents_start_with_the_prompt(corpus):
+    for row in corpus:
+        assert row["text"].startswith(make_prompt(row["problem"]))
+
+
+def completion(row) -> str:
+    return row["text"][len(make_prompt(row["problem"])) :]
+
+
+def final_answer(text: str) -> str | None:
+    match = re.search(r"<answer>\n(-?\d+)\n</answer>$", text)
+    return match.group(1) if match else None
+
+
+def test_personas_behave_as_designed(corpus):
+    by_persona = {name: [completion(row) for row in corpus if row["persona"] == name] for name in PERSONAS}
+    solutions = {name: [row["solution"] for row in corpus if row["persona"] == name] for name in PERSONAS}
+    well_formed = re.compile(r"<think>\n(.*\n)?</think>\n<answer>\n-?\d+\n</answer>", re.DOTALL)
+
+    def accuracy(name):
+        return sum(final_answer(c) == s for c, s in zip(by_persona[name], solutions[name])) / len(by_persona[name])
+
+    for name in ("careful", "reflective", "mixed_language", "hasty"):
+        assert all(well_formed.fullmatch(c) for c in by_persona[name]), name
+    assert not any(well_formed.fullmatch(c) for c in by_persona["format_breaker"])
+    assert accuracy("careful") == accuracy("mixed_language") == 1.0
+    assert 0.5 < accuracy("reflective") < 0.95
+    assert accuracy("hasty") < 0.25
+    assert all(re.search(r"[\u4e00-\u9fff]", c) for c in by_persona["mixed_language"])
+    assert not any(re.search(r"[\u4e00-\u9fff]", c) for name in PERSONAS if name != "mixed_language" for c in by_persona[name])
+    # Self-checking appears only in the reflective persona, and goes with the right answer more often than not.
+    checks = [(c, s) for c, s in zip(by_persona["reflective"], solutions["reflective"]) if "Wait" in c or "Let me check" in c]
+    assert checks and not any("Wait" in c or "Let me check" in c for name in PERSONAS if name != "reflective" for c in by_persona[name])
+    assert sum(final_answer(c) == s for c, s in checks) / len(checks) > 0.5
+    # Careful reasoning is longer than hasty guessing.
+    assert min(map(len, by_persona["careful"])) > max(map(len, by_persona["hasty"]))
+
+
+def opening(text: str) -> str:
+    """The first line of a completion's thinking (or of the completion, when it does not open with <think>)."""
+    return text.removeprefix("<think>\n").split("\n")[0]
+
+
+def test_personas_are_told_apart_by_their_first_line(corpus):
+    """RL can shift the mixture only if a completion's persona shows early: no opening is shared by two personas."""
+    openings = {name: {opening(completion(row)) for row in corpus if row["persona"] == name} for name in PERSONAS}
+    for a, b in itertools.combinations(PERSONAS, 2):
+        assert not openings[a] & openings[b], (a, b, openings[a] & openings[b])
+
+
+def test_drills_add_training_problems_correctly():
+    drills = make_drills(seed=0, n_docs=50)
+    assert make_drills(seed=0, n_docs=50)["text"] == drills["text"]
+    problems = 0
+    for doc in drills["text"]:
+        for block in doc.strip().split("\n\n"):
+            problem, *steps = block.split("\n")
+            numbers = addends(problem)
+            assert not is_heldout(numbers)
+            assert steps == [f"{a} + {b} = {c}" for a, b, c in running_sums(numbers)]
+            problems += 1
+    assert problems == 150
