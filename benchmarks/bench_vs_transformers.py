@@ -1,6 +1,6 @@
 """DeepseekMiniForCausalLM against transformers' DeepseekV3ForCausalLM, on the same weights, in one process.
 
-    python benchmarks/bench_vs_transformers.py --out benchmarks/results/cpu.json   # the bench config, <= 10 min on 2 cores
+    python benchmarks/bench_vs_transformers.py --out benchmarks/results/cpu.json   # bench config, <= 10 min, 2 cores
     python benchmarks/bench_vs_transformers.py --quick                              # shorter sequences, fewer repeats
     python benchmarks/bench_vs_transformers.py --device cuda --dtype bfloat16 --out benchmarks/results/cuda.json
 
@@ -104,6 +104,9 @@ class Sizes:
     grpo_generations: int = field(metadata={"help": "Completions per prompt (and prompts per step) of the GRPO step."})
     grpo_completion_length: int = field(metadata={"help": "max_completion_length of the GRPO step."})
     repeats: int = field(metadata={"help": "Timed repeats per candidate (the median is reported)."})
+    grpo_repeats: int = field(
+        metadata={"help": "Timed GRPO steps per trainer: a step is short (~0.2 s on CPU) and noisy, so more of them."}
+    )
     warmup: int = field(metadata={"help": "Untimed rounds before the timed ones."})
 
 
@@ -119,9 +122,12 @@ FULL = Sizes(
     grpo_generations=4,
     grpo_completion_length=32,
     repeats=3,
+    grpo_repeats=10,
     warmup=1,
 )
-QUICK = replace(FULL, prefill_lengths=(256, 1024), decode_contexts=(256, 1024), decode_steps=4, train_seq=128, repeats=2)
+QUICK = replace(
+    FULL, prefill_lengths=(256, 1024), decode_contexts=(256, 1024), decode_steps=4, train_seq=128, repeats=2
+)
 TINY = replace(
     FULL,
     model=TINY_MODEL,
@@ -135,6 +141,7 @@ TINY = replace(
     grpo_generations=2,
     grpo_completion_length=4,
     repeats=1,
+    grpo_repeats=1,
 )
 PRESETS = {"full": FULL, "quick": QUICK, "tiny": TINY}
 SECTIONS = ("kv_cache", "prefill", "decode", "train", "moe", "grpo")
@@ -416,17 +423,8 @@ def kv_cache_rows(pair: Pair, sizes: Sizes, runtime: Runtime) -> list[Row]:
             cache, _ = prefill(model.eval(), ids)
             per_token[name] = storage_bytes(cache) / (length * config["num_hidden_layers"])
     mla_minimum = (config["kv_lora_rank"] + config["qk_rope_head_dim"]) * runtime.dtype.itemsize
-    return [
-        Row(
-            key="kv_cache_bytes",
-            figure=f"KV cache per token per layer (MLA minimum {mla_minimum} B)",
-            unit="bytes",
-            higher_is_better=False,
-            ours=per_token[OURS],
-            peer={PEER: per_token[PEER]},
-            target=Target("ours", "==", mla_minimum),
-        )
-    ]
+    figure = f"KV cache per token per layer (MLA minimum {mla_minimum} B)"
+    return [lower_is_better_row("kv_cache_bytes", figure, "bytes", per_token, Target("ours", "==", mla_minimum))]
 
 
 def prefill_rows(pair: Pair, sizes: Sizes, runtime: Runtime) -> list[Row]:
@@ -440,7 +438,11 @@ def prefill_rows(pair: Pair, sizes: Sizes, runtime: Runtime) -> list[Row]:
             return torch.no_grad()(lambda: prefill(model, ids))
 
         samples = runtime.time_interleaved(pair.candidates(make_run))
-        rows.append(throughput_row(f"prefill@{length}", f"prefill, {length} tokens", length, samples, Target("ratio", ">=", 1.0)))
+        rows.append(
+            throughput_row(
+                f"prefill@{length}", f"prefill, {length} tokens", length, samples, Target("ratio", ">=", 1.0)
+            )
+        )
     return rows
 
 
@@ -463,7 +465,6 @@ def decode_rows(pair: Pair, sizes: Sizes, runtime: Runtime) -> list[Row]:
                 return torch.no_grad()(lambda: greedy_decode(model, cache, next_ids, sizes.decode_steps))
 
             samples = runtime.time_interleaved(pair.candidates(make_run, decode=True))
-            del prefilled
             target = Target("ratio", ">=", 3.0 if context >= 2048 else 1.5)
             rows.append(
                 throughput_row(
@@ -508,16 +509,10 @@ def train_rows(pair: Pair, sizes: Sizes, runtime: Runtime) -> list[Row]:
         model = pair.ours if name == OURS else pair.peer
         static = storage_bytes(list(model.parameters()), list(model.buffers()), optimizers[id(model)].state)
         peak[name] = (static + runtime.peak_step_bytes(run)) / 2**20
-    memory = Row(
-        key="train_peak_memory",
-        figure=f"training step peak tensor memory, {sizes.train_batch} x {sizes.train_seq}, AdamW",
-        unit="MiB",
-        higher_is_better=False,
-        ours=peak.pop(OURS),
-        peer=peak,
-        target=Target("ratio", "<=", 1.0),
-    )
-    del optimizers
+    memory = lower_is_better_row(
+        "train_peak_memory", f"training step peak tensor memory, {sizes.train_batch} x {sizes.train_seq}, AdamW",
+        "MiB", peak, Target("ratio", "<=", 1.0),
+    )  # fmt: skip
     return [speed, memory]
 
 
@@ -541,51 +536,35 @@ def moe_rows(sizes: Sizes, runtime: Runtime, implementations: list[str], workdir
 
         samples = runtime.time_interleaved(pair.candidates(make_run))
         times[experts] = {name: 1e3 * statistics.median(s) for name, s in samples.items()}
-        medians = dict(times[experts])
-        rows.append(
-            Row(
-                key=f"moe@{experts}",
-                figure=f"MoE layer forward+backward, {experts} experts, top-{sizes.model['num_experts_per_tok']}, "
-                f"{sizes.train_batch * sizes.train_seq} tokens",
-                unit="ms",
-                higher_is_better=False,
-                ours=medians.pop(OURS),
-                peer=medians,
-                samples=samples,
-            )
+        figure = (
+            f"MoE layer forward+backward, {experts} experts, top-{sizes.model['num_experts_per_tok']}, "
+            f"{sizes.train_batch * sizes.train_seq} tokens"
         )
+        rows.append(lower_is_better_row(f"moe@{experts}", figure, "ms", times[experts], samples=samples))
         del pair
     low, high = min(sizes.moe_experts), max(sizes.moe_experts)
     growth = {name: times[high][name] / times[low][name] for name in times[low]}
-    rows.append(
-        Row(
-            key="moe_growth",
-            figure=f"MoE layer time at {high} experts / at {low} experts",
-            unit="x",
-            higher_is_better=False,
-            ours=growth.pop(OURS),
-            peer=growth,
-            target=Target("ours", "<=", 1.3),
-        )
-    )
+    figure = f"MoE layer time at {high} experts / at {low} experts"
+    rows.append(lower_is_better_row("moe_growth", figure, "x", growth, Target("ours", "<=", 1.3)))
     return rows
 
 
 class StepTimer(TrainerCallback):
-    """Seconds from each optimizer step's start to its log: generation, rewards, loss, backward, optimizer step,
-    the step-end callbacks (the routing-bias update) and the logging of the step's metrics; the set-up that
-    `Trainer.train` does before its first step is left out."""
+    """Seconds (of `clock`, the runtime's) from each optimizer step's start to its log: generation, rewards, loss,
+    backward, optimizer step, the step-end callbacks (the routing-bias update) and the logging of the step's metrics;
+    the set-up that `Trainer.train` does before its first step is left out."""
 
-    def __init__(self):
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
         self.seconds: list[float] = []
         self._start = None
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
+        self._start = self.clock()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self._start is not None:
-            self.seconds.append(time.perf_counter() - self._start)
+            self.seconds.append(self.clock() - self._start)
             self._start = None
 
 
@@ -642,33 +621,36 @@ def grpo_rows(sizes: Sizes, runtime: Runtime, workdir: str, seed: int) -> list[R
             processing_class=tokenizer,
         ),
     }
-    timers = {name: StepTimer() for name in trainers}
+    timers = {name: StepTimer(runtime.clock) for name in trainers}
     for name, trainer in trainers.items():
         trainer.add_callback(timers[name])
         trainer.args.disable_tqdm = True
-    for round_index in range(runtime.warmup + runtime.repeats):
+    for _ in range(runtime.warmup + sizes.grpo_repeats):
         for trainer in trainers.values():
             trainer.train()
     samples = {name: timer.seconds[runtime.warmup :] for name, timer in timers.items()}
     medians = {name: statistics.median(s) for name, s in samples.items()}
-    return [
-        Row(
-            key="grpo_step",
-            figure=f"GRPO step, {prompts} prompts x {sizes.grpo_generations} completions of "
-            f"{sizes.grpo_completion_length} tokens (DeepseekGRPOTrainer vs trl.GRPOTrainer)",
-            unit="s",
-            higher_is_better=False,
-            ours=medians.pop(OURS),
-            peer=medians,
-            target=Target("ratio", "<=", 1.05),
-            samples=samples,
-        )
-    ]
+    figure = (
+        f"GRPO step, {prompts} prompts x {sizes.grpo_generations} completions of "
+        f"{sizes.grpo_completion_length} tokens (DeepseekGRPOTrainer vs trl.GRPOTrainer)"
+    )
+    return [lower_is_better_row("grpo_step", figure, "s", medians, Target("ratio", "<=", 1.05), samples)]
 
 
 def first_output(output):
     """A module's output tensor, whether it returns the tensor or a tuple that starts with it."""
     return output[0] if isinstance(output, tuple) else output
+
+
+def lower_is_better_row(
+    key: str, figure: str, unit: str, values: dict[str, float], target: Target | None = None, samples=None
+) -> Row:
+    """A row whose smaller figure is better (bytes, seconds, growth) from each candidate's value, ours included."""
+    peer = dict(values)
+    return Row(
+        key=key, figure=figure, unit=unit, higher_is_better=False, ours=peer.pop(OURS), peer=peer, target=target,
+        samples=samples or {},
+    )  # fmt: skip
 
 
 def throughput_row(key: str, figure: str, tokens: int, samples: dict[str, list[float]], target: Target) -> Row:
@@ -693,7 +675,9 @@ def environment(args, runtime: Runtime) -> dict:
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "device": str(runtime.device),
-        "device_name": torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else platform.processor(),
+        "device_name": torch.cuda.get_device_name(runtime.device)
+        if runtime.device.type == "cuda"
+        else platform.processor(),
         "dtype": str(runtime.dtype).removeprefix("torch."),
         "clock": args.clock,
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
@@ -704,6 +688,8 @@ def run(args) -> dict:
     sizes = PRESETS[args.preset]
     if args.repeats is not None:
         sizes = replace(sizes, repeats=args.repeats)
+    if args.train_shape is not None:
+        sizes = replace(sizes, train_batch=args.train_shape[0], train_seq=args.train_shape[1])
     clock = time.process_time if args.clock == "process" else time.perf_counter
     runtime = Runtime(torch.device(args.device), getattr(torch, args.dtype), sizes.repeats, sizes.warmup, clock)
     if runtime.device.type == "cpu":
@@ -731,8 +717,7 @@ def run(args) -> dict:
             for row in new_rows:
                 print(f"{row.figure}: ours {row.ours:.4g}, {row.peer} {row.unit} -> {row.ratio:.2f}x", flush=True)
             print(f"[{section}: {time.perf_counter() - section_start:.0f} s]", flush=True)
-    peer_columns = [f"{PEER}[{i}]" for i in args.experts_implementations] + [PEER]
-    peer_columns = [c for c in peer_columns if any(c in row.peer for row in rows)]
+    peer_columns = list(dict.fromkeys(name for row in rows for name in row.peer))  # in order of first appearance
     table = format_table(rows, peer_columns)
     return {
         "preset": args.preset,
@@ -749,7 +734,9 @@ def run(args) -> dict:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", dest="preset", action="store_const", const="quick", help="Shorter sequences, fewer repeats.")
+    size.add_argument(
+        "--quick", dest="preset", action="store_const", const="quick", help="Shorter sequences, fewer repeats."
+    )
     size.add_argument("--tiny", dest="preset", action="store_const", const="tiny", help="A tiny model (smoke test).")
     parser.set_defaults(preset="full")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the results (default: none).")
@@ -778,6 +765,14 @@ def parse_args(argv=None):
     )
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="Figures to measure.")
     parser.add_argument("--repeats", type=int, default=None, help="Override the preset's timed repeats.")
+    parser.add_argument(
+        "--train-shape",
+        type=int,
+        nargs=2,
+        metavar=("BATCH", "SEQ"),
+        default=None,
+        help="Override the preset's training batch (training step and MoE-layer figures), e.g. --train-shape 1 2048.",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the weights.")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -788,7 +783,9 @@ def parse_args(argv=None):
     if args.clock == "process" and not single_cpu_thread:
         parser.error("--clock process measures one CPU thread's work: use it with --device cpu --threads 1.")
     if not any(i not in DECODE_ONLY_IMPLEMENTATIONS for i in args.experts_implementations):
-        parser.error(f"--experts-implementations needs one besides {DECODE_ONLY_IMPLEMENTATIONS} for prefill and training.")
+        parser.error(
+            f"--experts-implementations needs one besides {DECODE_ONLY_IMPLEMENTATIONS} for prefill and training."
+        )
     return args
 
 

@@ -14,9 +14,18 @@ import copy
 import tempfile
 
 import torch
+from bench_vs_transformers import (
+    BENCH_MODEL,
+    FULL,
+    OURS,
+    PEER,
+    Runtime,
+    first_output,
+    greedy_decode,
+    load_pair,
+    prefill,
+)
 from torch.profiler import ProfilerActivity, profile
-
-from bench_vs_transformers import BENCH_MODEL, OURS, PEER, Runtime, first_output, greedy_decode, load_pair, prefill
 
 
 def make_calls(args, pair, runtime: Runtime) -> dict:
@@ -40,7 +49,7 @@ def make_calls(args, pair, runtime: Runtime) -> dict:
             calls[name] = call
         return calls
     if args.figure == "train":
-        ids = runtime.token_ids(4, 256, vocab)
+        ids = runtime.token_ids(FULL.train_batch, FULL.train_seq, vocab)
         calls = {}
         for name, model in models.items():
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -52,8 +61,8 @@ def make_calls(args, pair, runtime: Runtime) -> dict:
 
             calls[name] = call
         return calls
-    x = runtime.randn(4, 256, BENCH_MODEL["hidden_size"])
-    grad = runtime.randn(4, 256, BENCH_MODEL["hidden_size"])
+    x = runtime.randn(FULL.train_batch, FULL.train_seq, BENCH_MODEL["hidden_size"])  # (B, T, d)
+    grad = runtime.randn(FULL.train_batch, FULL.train_seq, BENCH_MODEL["hidden_size"])
     calls = {}
     for name, model in models.items():
         mlp = model.train().get_submodule("model.layers.0.mlp")

@@ -50,11 +50,14 @@ def test_every_row_is_reported_with_a_finite_ratio(results):
     expected |= {f"moe@{e}" for e in sizes["moe_experts"]}
     rows = {row["key"]: row for row in results["rows"]}
     assert set(rows) == expected
+    header = results["table"].splitlines()[0]
     for row in rows.values():
         values = [row["ours"], row["ratio"], *row["transformers"].values()]
         assert all(math.isfinite(v) and v > 0 for v in values), row
         assert row["figure"] in results["table"]
         assert row["best_peer"] in row["transformers"]
+        assert all(f" {name} |" in header for name in row["transformers"]), (row["key"], header)  # a column each
+        assert (row["target"] is None) == (row["met"] is None), row
     assert len(results["table"].splitlines()) == len(rows) + 2  # header, separator, one line per row
 
 
@@ -107,7 +110,7 @@ def test_repeats_are_interleaved_and_warmup_is_untimed(bench):
     calls = []
 
     def candidate(name):
-        return lambda: (lambda: calls.append(name))
+        return lambda: lambda: calls.append(name)
 
     samples = runtime.time_interleaved({"a": candidate("a"), "b": candidate("b")})
     assert calls == ["a", "b"] * 3
