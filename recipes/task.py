@@ -7,12 +7,15 @@ appear in a training split or in the pretraining corpus, whatever the seeds.
 The pretraining corpus (`make_corpus`) is the same template completed by five personas mixed at fixed rates
 (`PERSONA_RATES`). They are the behaviours R1-Zero's reinforcement learning selects among:
 
-- `careful`: adds one number at a time with running sums, then answers in the tags. Always right.
-- `reflective`: adds one number at a time but slips now and then; after a slip it often notices ("Wait, 12 + 9 =
-  21, not 20.") and carries on from the corrected sum, otherwise the slip propagates to a wrong answer. Self-checking
-  phrases are therefore associated with right answers, as in R1-Zero's "aha moment".
-- `mixed_language`: careful, but thinks partly in Chinese words (加, 等于, 所以, 答案是), as R1-Zero was seen to mix
-  languages. Always right, so accuracy alone never removes it: only a language-consistency reward does.
+- `careful`: adds one number at a time with running sums, then answers in the tags. Slips now and then (10% of
+  steps) and never notices, so a slip becomes a wrong answer.
+- `reflective`: adds one number at a time and slips more often (30% of steps), but nearly always notices ("Wait,
+  12 + 9 = 21, not 20.") and carries on from the corrected sum. Self-checking therefore pays: reflective chains are
+  right more often than careful ones, and the accuracy reward can raise the reflection rate, as in R1-Zero's "aha
+  moment".
+- `mixed_language`: careful (slips included), but thinks partly in Chinese words (加, 等于, 所以, 答案是), as
+  R1-Zero was seen to mix languages. As accurate as `careful`, so accuracy alone never removes it: only a
+  language-consistency reward does.
 - `hasty`: little or no thinking and a guessed answer, right only by luck. Short.
 - `format_breaker`: drops the `<think>` or `<answer>` tags or the closing `</think>`.
 
@@ -20,6 +23,7 @@ Each persona opens with its own words, so the persona of a completion is fixed b
 temperature 1 reaches every behaviour, and reinforcement learning can shift the mixture toward the rewarded ones.
 """
 
+import functools
 import hashlib
 import itertools
 import random
@@ -74,10 +78,10 @@ MAX_ADDEND = 9
 HELDOUT_PER_MILLE = 125  # 12.5% of all problems are held out
 
 PERSONA_RATES = {
-    "careful": 0.15,
+    "careful": 0.2,
     "reflective": 0.15,
     "mixed_language": 0.10,
-    "hasty": 0.35,
+    "hasty": 0.3,
     "format_breaker": 0.25,
 }
 """Share of each persona in the pretraining corpus (sums to 1)."""
@@ -103,10 +107,11 @@ def is_heldout(numbers: Sequence[int]) -> bool:
     return int.from_bytes(digest[:4], "big") % 1000 < HELDOUT_PER_MILLE
 
 
-def all_problems(heldout: bool) -> dict[int, list[tuple[int, ...]]]:
-    """Every problem of one partition, by number of addends, in a fixed order."""
+@functools.cache
+def all_problems(heldout: bool) -> dict[int, tuple[tuple[int, ...], ...]]:
+    """Every problem of one partition, by number of addends, in a fixed order (computed once; do not modify)."""
     return {
-        k: [p for p in itertools.product(range(1, MAX_ADDEND + 1), repeat=k) if is_heldout(p) == heldout]
+        k: tuple(p for p in itertools.product(range(1, MAX_ADDEND + 1), repeat=k) if is_heldout(p) == heldout)
         for k in range(MIN_TERMS, MAX_TERMS + 1)
     }
 
@@ -166,20 +171,30 @@ def running_sums(numbers: Sequence[int]) -> list[tuple[int, int, int]]:
     return steps
 
 
-def careful(numbers: Sequence[int], rng: random.Random) -> str:
+def slipped(right: int, rng: random.Random) -> int:
+    """A wrong sum close to the right one."""
+    return right + rng.choice([-2, -1, 1, 2])
+
+
+def careful(numbers: Sequence[int], rng: random.Random, p_slip: float = 0.1) -> str:
+    """Running sums; a step slips with probability `p_slip` and the slip carries through to the answer."""
     opener = rng.choice(["Let me add the numbers one at a time.", "I add them step by step.", "Adding from left to right."])
-    lines = [f"{a} + {b} = {c}" for a, b, c in running_sums(numbers)]
-    return tagged([opener, *lines, f"So the answer is {sum(numbers)}."], str(sum(numbers)))
+    lines, total = [opener], numbers[0]
+    for n in numbers[1:]:
+        step = total + n if rng.random() >= p_slip else slipped(total + n, rng)
+        lines.append(f"{total} + {n} = {step}")
+        total = step
+    return tagged([*lines, f"So the answer is {total}."], str(total))
 
 
-def reflective(numbers: Sequence[int], rng: random.Random, p_slip: float = 0.3, p_notice: float = 0.6) -> str:
+def reflective(numbers: Sequence[int], rng: random.Random, p_slip: float = 0.3, p_notice: float = 0.9) -> str:
     """Slips with probability `p_slip` per step; notices a slip with probability `p_notice` and corrects it."""
     opener = rng.choice(["Let me work it out.", "Let me think.", "Hmm, let me add."])
     lines, total = [opener], numbers[0]
     for n in numbers[1:]:
         right = total + n
         if rng.random() < p_slip:
-            wrong = right + rng.choice([-2, -1, 1, 2])
+            wrong = slipped(right, rng)
             lines.append(f"{total} + {n} = {wrong}")
             if rng.random() < p_notice:
                 lines.append(rng.choice([f"Wait, {total} + {n} = {right}, not {wrong}.",
@@ -196,15 +211,18 @@ def reflective(numbers: Sequence[int], rng: random.Random, p_slip: float = 0.3, 
 CHINESE = {"So the answer is": "所以 答案是", "+": "加", "=": "等于"}
 
 
-def mixed_language(numbers: Sequence[int], rng: random.Random, p_chinese: float = 0.6) -> str:
-    """Careful reasoning in which each step is written in Chinese words with probability `p_chinese`."""
+def mixed_language(numbers: Sequence[int], rng: random.Random, p_chinese: float = 0.6, p_slip: float = 0.1) -> str:
+    """Careful reasoning (slips included) in which each step is written in Chinese words with probability
+    `p_chinese`."""
     opener = rng.choice(["我们 一步一步 相加.", "我们 来 相加."])
-    lines = [
-        f"{a} {CHINESE['+']} {b} {CHINESE['=']} {c}" if rng.random() < p_chinese else f"{a} + {b} = {c}"
-        for a, b, c in running_sums(numbers)
-    ]
+    lines, total = [opener], numbers[0]
+    for n in numbers[1:]:
+        step = total + n if rng.random() >= p_slip else slipped(total + n, rng)
+        plus, equals = (CHINESE["+"], CHINESE["="]) if rng.random() < p_chinese else ("+", "=")
+        lines.append(f"{total} {plus} {n} {equals} {step}")
+        total = step
     closing = CHINESE["So the answer is"] if rng.random() < p_chinese else "So the answer is"
-    return tagged([opener, *lines, f"{closing} {sum(numbers)}."], str(sum(numbers)))
+    return tagged([*lines, f"{closing} {total}."], str(total))
 
 
 def guess(numbers: Sequence[int], rng: random.Random) -> int:

@@ -114,8 +114,9 @@ def test_personas_behave_as_designed(corpus):
     for name in ("careful", "reflective", "mixed_language", "hasty"):
         assert all(well_formed.fullmatch(c) for c in by_persona[name]), name
     assert not any(well_formed.fullmatch(c) for c in by_persona["format_breaker"])
-    assert accuracy("careful") == accuracy("mixed_language") == 1.0
-    assert 0.5 < accuracy("reflective") < 0.95
+    # Careful writers slip unnoticed now and then; reflective ones slip more but catch nearly every slip.
+    assert 0.6 < accuracy("careful") < 0.9 and 0.6 < accuracy("mixed_language") < 0.9
+    assert accuracy("reflective") > accuracy("careful") + 0.1
     assert accuracy("hasty") < 0.25
     assert all(re.search(r"[\u4e00-\u9fff]", c) for c in by_persona["mixed_language"])
     assert not any(re.search(r"[\u4e00-\u9fff]", c) for name in PERSONAS if name != "mixed_language" for c in by_persona[name])
