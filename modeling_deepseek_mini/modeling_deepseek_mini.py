@@ -397,6 +397,22 @@ class _RoutedExperts(torch.autograd.Function):
         return dx, d_weights, d_gate_up_proj, d_down_proj, None, None, None, None
 
 
+def stack_per_expert_keys(module, state_dict, prefix, *args) -> None:
+    """Load-time hook: stack the on-disk per-expert tensors `{prefix}{e}.{gate,up,down}_proj.weight` into the
+    in-memory `gate_up_proj` (E, 2I, d) and `down_proj` (E, d, I), in place in `state_dict`.
+
+    `from_pretrained` converts them itself; a plain `load_state_dict` of a saved file (the HF Trainer resuming from a
+    checkpoint, a user loading `model.safetensors`) goes through this hook. Keys already stacked pass unchanged.
+    """
+    E = module.gate_up_proj.shape[0]
+    names = [f"{prefix}{e}.{proj}_proj.weight" for proj in ("gate", "up", "down") for e in range(E)]
+    if not all(name in state_dict for name in names):
+        return
+    gate, up, down = ([state_dict.pop(f"{prefix}{e}.{proj}_proj.weight") for e in range(E)] for proj in ("gate", "up", "down"))
+    state_dict[f"{prefix}gate_up_proj"] = torch.stack([torch.cat([g, u]) for g, u in zip(gate, up)])  # (E, 2I, d)
+    state_dict[f"{prefix}down_proj"] = torch.stack(down)  # (E, d, I)
+
+
 class DeepseekMiniExperts(nn.Module):
     """All routed experts of one layer, stacked: gate_up_proj (E, 2I, d) (gate rows first) and down_proj (E, d, I).
 
@@ -410,6 +426,7 @@ class DeepseekMiniExperts(nn.Module):
         self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * inter, d))
         self.down_proj = nn.Parameter(torch.empty(E, d, inter))
         self.act_fn = ACT2FN[config.hidden_act]
+        self.register_load_state_dict_pre_hook(stack_per_expert_keys)
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """x (N, d), indices/weights (N, K) -> sum_k weights[:, k] * expert_{indices[:, k]}(x), (N, d)."""

@@ -212,6 +212,13 @@ def config_from_preset(preset: str, tokenizer, **overrides):
     return AutoConfig.for_model(model_type, **values)
 
 
+def replace_pickled_training_args(output_dir: str, training_args) -> None:
+    """The Trainer saves its arguments as a pickle (`training_args.bin`); a folder meant for the Hub holds none:
+    keep them as `training_args.json` instead. (Checkpoints keep theirs: only the run that wrote them reads them.)"""
+    Path(output_dir, "training_args.bin").unlink(missing_ok=True)
+    Path(output_dir, "training_args.json").write_text(training_args.to_json_string())
+
+
 def finish_stage(
     trainer,
     training_args,
@@ -228,6 +235,7 @@ def finish_stage(
     trainer.save_model(training_args.output_dir)
     if not trainer.accelerator.is_main_process:
         return
+    replace_pickled_training_args(training_args.output_dir, training_args)
     trainer.create_model_card(dataset_name=dataset, tags=["deepseek-mini", stage])
     write_stage_card(training_args.output_dir, stage=stage, parent=parent, dataset=dataset,
                      hyperparameters=hyperparameters, metrics=metrics)

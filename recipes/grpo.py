@@ -23,11 +23,11 @@ from recipes.common import (
     BUILTIN_DATASET,
     CONFIGS_DIR,
     TINY_BASE,
+    finish_stage,
     load_any_dataset,
     parse_recipe_args,
     require_columns,
     resume_checkpoint,
-    write_stage_card,
 )
 from recipes.evaluation import evaluate_heldout, format_comparison_table
 from recipes.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
@@ -211,27 +211,23 @@ def main(script_args, training_args, model_args):
         plot_training_curves(trainer.state.log_history, os.path.join(training_args.output_dir, "plots"))
 
     # Save, card, push
-    trainer.save_model(training_args.output_dir)
-    if trainer.accelerator.is_main_process:
-        trainer.create_model_card(dataset_name=script_args.dataset_name, tags=["r1-zero"])
-        write_stage_card(
-            training_args.output_dir,
-            stage="grpo",
-            parent=model_args.model_name_or_path,
-            dataset=script_args.dataset_name,
-            hyperparameters={
-                "reward_funcs": script_args.reward_funcs,
-                "reward_weights": training_args.reward_weights,
-                "learning_rate": training_args.learning_rate,
-                "num_generations": training_args.num_generations,
-                "beta": training_args.beta,
-                "max_steps": training_args.max_steps,
-                "max_completion_length": training_args.max_completion_length,
-            },
-            metrics=after,
-        )
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    finish_stage(
+        trainer,
+        training_args,
+        stage="grpo",
+        parent=model_args.model_name_or_path,
+        dataset=script_args.dataset_name,
+        hyperparameters={
+            "reward_funcs": script_args.reward_funcs,
+            "reward_weights": training_args.reward_weights,
+            "learning_rate": training_args.learning_rate,
+            "num_generations": training_args.num_generations,
+            "beta": training_args.beta,
+            "max_steps": training_args.max_steps,
+            "max_completion_length": training_args.max_completion_length,
+        },
+        metrics=after,
+    )
 
 
 def make_parser():

@@ -57,7 +57,7 @@ CHAT_TEMPLATE = (
     "{%- if not loop.last and '</think>' in content -%}"
     "{%- set content = content.split('</think>')[-1].lstrip() -%}"
     "{%- endif -%}"
-    " Assistant: {% generation %}{{ content }}{{ eos_token }}{% endgeneration %}"
+    "{{ ' Assistant: ' }}{% generation %}{{ content }}{{ eos_token }}{% endgeneration %}"
     "{%- endif -%}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt %} Assistant: {% endif -%}"

@@ -120,3 +120,17 @@ def test_config_json_round_trip_through_deepseek_v3_config(tiny_config, tmp_path
                   "num_nextn_predict_layers", "first_k_dense_replace", "routed_scaling_factor"):  # fmt: skip
         assert getattr(back, field) == getattr(config, field), field
     assert back.seq_aux_loss_alpha == 1e-4  # training fields are not part of DeepseekV3Config
+
+
+def test_saved_file_loads_with_plain_load_state_dict(tiny_model, tmp_path):
+    """The HF Trainer resumes with `model.load_state_dict(load_file(checkpoint))`: the per-expert keys on disk must
+    land in the stacked expert tensors, not be dropped as unexpected."""
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    on_disk = load_file(tmp_path / "model.safetensors")
+    assert any(".mlp.experts.0.gate_proj.weight" in name for name in on_disk)
+    fresh = DeepseekMiniForCausalLM(model.config)
+    result = fresh.load_state_dict(on_disk, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[name], value, rtol=0, atol=0, msg=name)

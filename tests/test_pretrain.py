@@ -2,11 +2,13 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
-from recipes.common import CONFIGS_DIR
+import modeling_deepseek_mini
+from recipes.common import CONFIGS_DIR, TINY_BASE
 from recipes.pretrain import PretrainScriptArguments, build_tokenizer, main, make_parser
 from recipes.task import R1_ZERO_SYSTEM_PROMPT, REASONING_TAGS, make_corpus, make_prompt
 
@@ -103,3 +105,10 @@ def test_micro_pretraining_saves_a_folder_that_auto_classes_load(tmp_path):
     prompt = tokenizer(make_prompt("What is 1 + 2 + 3?"), return_tensors="pt")
     out = model.generate(**prompt, max_new_tokens=3, do_sample=False)
     assert out.shape[1] <= prompt["input_ids"].shape[1] + 3
+
+
+def test_shipped_base_carries_the_current_modeling_code():
+    """`trust_remote_code` runs the code inside the folder: the shipped base must hold the package's own files."""
+    package = Path(modeling_deepseek_mini.__file__).parent
+    for name in ("modeling_deepseek_mini.py", "configuration_deepseek_mini.py"):
+        assert (TINY_BASE / name).read_text() == (package / name).read_text(), f"refresh {TINY_BASE / name}"
