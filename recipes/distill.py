@@ -43,14 +43,13 @@ from recipes.common import (
     resume_checkpoint,
 )
 from recipes.rejection_sampling import (
-    PromptArguments,
     RejectionSamplingArguments,
     SamplingConfig,
     format_stats,
     sample_and_filter,
     write_dataset,
 )
-from recipes.sft import check_sft_data, heldout_metrics, load_heldout, make_sft_trainer
+from recipes.sft import HeldoutArguments, check_sft_data, heldout_metrics, load_heldout, make_sft_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +59,9 @@ DISTILLATION_LOSSES = ("sft", "gkd")
 
 
 @dataclass
-class DistillScriptArguments(ScriptArguments, PromptArguments):
-    """Teacher traces, student and loss of the distillation recipe (PromptArguments: how the teacher is prompted and
-    how held-out prompts are built)."""
+class DistillScriptArguments(ScriptArguments, HeldoutArguments):
+    """Teacher traces, student and loss of the distillation recipe (HeldoutArguments: how the teacher is prompted,
+    and the student measured on held-out problems)."""
 
     dataset_name: str | None = field(
         default=None,
@@ -94,16 +93,7 @@ class DistillScriptArguments(ScriptArguments, PromptArguments):
         metadata={"help": "'sft' (next-token loss on the traces, as R1) or 'gkd' (also match the teacher's logits; "
                   "GKDConfig's beta, lmbda, temperature apply). gkd needs teacher and student to share a vocabulary."},
     )
-    builtin_seed: int = field(default=0, metadata={"help": "Seed of the built-in task's splits."})
     builtin_train_size: int = field(default=2000, metadata={"help": "Train problems of the built-in task."})
-    builtin_test_size: int = field(default=100, metadata={"help": "Held-out problems of the built-in task."})
-    eval_heldout: bool = field(default=True, metadata={"help": "Measure the student on held-out problems after training."})
-    eval_dataset_name: str = field(
-        default=BUILTIN_DATASET,
-        metadata={"help": "Dataset whose test split (`problem`, `solution`) measures the student."},
-    )
-    eval_max_samples: int = field(default=100, metadata={"help": "Held-out problems measured after training."})
-    eval_max_new_tokens: int = field(default=128, metadata={"help": "Generation budget of the held-out measurement."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -113,8 +103,6 @@ class DistillScriptArguments(ScriptArguments, PromptArguments):
             raise ValueError(f"student_preset must be one of {sorted(TINY_CAUSAL_LM_PRESETS)}, got {self.student_preset!r}.")
         if min(self.max_prompts, self.trace_num_generations, self.trace_max_new_tokens, self.trace_max_per_prompt) < 1:
             raise ValueError("max_prompts, trace_num_generations, trace_max_new_tokens and trace_max_per_prompt must be >= 1.")
-        if self.eval_max_samples < 1 or self.eval_max_new_tokens < 1:
-            raise ValueError("eval_max_samples and eval_max_new_tokens must be >= 1 (or set --eval_heldout false).")
 
 
 def teacher_name(training_args: GKDConfig) -> str:

@@ -204,8 +204,8 @@ def make_all_scenario_splits(seed: int = 0, n_train: int = 400, n_test: int = 10
 def main(argv: list[str] | None = None) -> None:
     """Write one of the generated datasets to a folder (`save_to_disk`), for recipes that take a dataset path."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["chat", "preferences", "all_scenario"], help="Which dataset to write.")
-    parser.add_argument("output_dir", help="Folder to write (Dataset(Dict).save_to_disk).")
+    parser.add_argument("--kind", required=True, choices=["chat", "preferences", "all_scenario"], help="Which dataset to write.")
+    parser.add_argument("--output_dir", required=True, help="Folder to write (Dataset(Dict).save_to_disk).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the sampling.")
     parser.add_argument("--n_train", type=int, default=400, help="Rows of the train split.")
     parser.add_argument("--n_test", type=int, default=100, help="Rows of the held-out split.")

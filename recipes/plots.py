@@ -38,3 +38,19 @@ def plot_training_curves(log_history: list[dict], output_dir: str) -> list[str]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_stage_metrics(rows: list[dict], metrics: tuple[str, ...], path: str) -> str:
+    """One bar chart per metric, one bar per row (`row["stage"]`), side by side in one PNG at `path`."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    stages = [row["stage"] for row in rows]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        ax.bar(range(len(rows)), [row.get(metric) or 0.0 for row in rows])
+        ax.set_xticks(range(len(rows)), stages, rotation=60, ha="right", fontsize=7)
+        ax.set_title(metric.replace("_", " "), fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -554,6 +554,11 @@ def make_parser() -> TrlParser:
     return TrlParser((RejectionSamplingArguments, SamplingConfig, ModelConfig))
 
 
+def parse_args(argv: list[str] | None = None) -> tuple:
+    """The command line: the embedded default YAML unless `--config` is given, then the flags (which win)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return make_parser().parse_args_and_config(argv if "--config" in argv else ["--config", str(DEFAULT_CONFIG), *argv])
+
+
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    main(*make_parser().parse_args_and_config(argv if "--config" in argv else ["--config", str(DEFAULT_CONFIG), *argv]))
+    main(*parse_args())

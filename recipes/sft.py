@@ -55,24 +55,11 @@ COLD_START_PERSONAS = ("careful", "reflective")
 
 
 @dataclass
-class SFTScriptArguments(ScriptArguments, PromptArguments):
-    """Data, stage name and held-out evaluation of the SFT recipe (TRL's ScriptArguments: dataset_name, splits...;
-    PromptArguments: how the held-out prompts are built)."""
+class HeldoutArguments(PromptArguments):
+    """The held-out measurement after training, shared by the SFT and distillation recipes (PromptArguments: how
+    the held-out prompts are built)."""
 
-    dataset_name: str = field(
-        default=BUILTIN_DATASET,
-        metadata={
-            "help": f"'{BUILTIN_DATASET}' for the cold-start set of the arithmetic task, a Hub id, a "
-            ".json/.jsonl/.parquet/.csv file, or a folder saved with `save_to_disk` (e.g. rejection sampling's "
-            "output). Columns: `messages`, or `prompt` and `completion`."
-        },
-    )
-    stage: str = field(
-        default="cold_start_sft",
-        metadata={"help": "Name of this stage in the model card and stage.json: cold_start_sft, rs_sft, distill..."},
-    )
-    builtin_seed: int = field(default=0, metadata={"help": "Seed of the built-in cold-start set and task splits."})
-    builtin_train_size: int = field(default=1000, metadata={"help": "Samples of the built-in cold-start set."})
+    builtin_seed: int = field(default=0, metadata={"help": "Seed of the built-in task's splits (and built-in data)."})
     builtin_test_size: int = field(default=100, metadata={"help": "Held-out problems of the built-in task."})
     eval_heldout: bool = field(
         default=True, metadata={"help": "Measure the model on held-out problems after training (`eval_dataset_name`)."}
@@ -91,6 +78,28 @@ class SFTScriptArguments(ScriptArguments, PromptArguments):
         super().__post_init__()
         if self.eval_max_samples < 1 or self.eval_max_new_tokens < 1:
             raise ValueError("eval_max_samples and eval_max_new_tokens must be >= 1 (or set --eval_heldout false).")
+
+
+@dataclass
+class SFTScriptArguments(ScriptArguments, HeldoutArguments):
+    """Data, stage name and held-out evaluation of the SFT recipe (TRL's ScriptArguments: dataset_name, splits...)."""
+
+    dataset_name: str = field(
+        default=BUILTIN_DATASET,
+        metadata={
+            "help": f"'{BUILTIN_DATASET}' for the cold-start set of the arithmetic task, a Hub id, a "
+            ".json/.jsonl/.parquet/.csv file, or a folder saved with `save_to_disk` (e.g. rejection sampling's "
+            "output). Columns: `messages`, or `prompt` and `completion`."
+        },
+    )
+    stage: str = field(
+        default="cold_start_sft",
+        metadata={"help": "Name of this stage in the model card and stage.json: cold_start_sft, rs_sft, distill..."},
+    )
+    builtin_train_size: int = field(default=1000, metadata={"help": "Samples of the built-in cold-start set."})
+
+    def __post_init__(self):
+        super().__post_init__()
         if not self.stage:
             raise ValueError("stage must name this stage, e.g. cold_start_sft, rs_sft or distill.")
 

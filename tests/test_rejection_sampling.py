@@ -99,10 +99,16 @@ def test_per_prompt_cap_keeps_the_first_ones():
 # Scores from the rewards registry, on completions written by the task's personas
 
 
+def right_chain(persona: str) -> str:
+    """A chain of `persona` for NUMBERS whose answer is right (the personas slip now and then)."""
+    chains = (PERSONAS[persona](NUMBERS, random.Random(seed)) for seed in range(100))
+    return next(chain for chain in chains if chain.endswith(f"<answer>\n{sum(NUMBERS)}\n</answer>"))
+
+
 def test_scores_remove_what_r1_removes_and_keep_a_careful_chain():
-    rng = random.Random(0)
-    careful = PERSONAS["careful"](NUMBERS, rng)
-    mixed = PERSONAS["mixed_language"](NUMBERS, random.Random(1))
+    careful = right_chain("careful")
+    mixed = right_chain("mixed_language")
+    assert "加" in mixed or "答案" in mixed  # a right answer, reasoned partly in Chinese
     wrong = "<think>\nThis is easy.\n</think>\n<answer>\n20\n</answer>"
     broken = f"{careful.split('</think>')[0]}<answer>\n21\n</answer>"  # no </think>
     looping = "<think>\n" + "7 + 5 = 12 and 12 + 9 = 21 " * 12 + "\n</think>\n<answer>\n21\n</answer>"

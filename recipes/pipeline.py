@@ -1,0 +1,349 @@
+"""The DeepSeek-R1 pipeline, stage by stage, each stage feeding the next, ending with one table on the held-out split.
+
+    python recipes/pipeline.py                                             # the embedded default, on a CPU, offline
+    python recipes/pipeline.py --config recipes/configs/pipeline/qwen2.5-0.5b.yaml
+    python recipes/pipeline.py --output_dir outputs/r1-tiny --hub_prefix me/deepseek-mini-tiny   # push every stage
+
+With no `--config`, `recipes/configs/pipeline/tiny.yaml` runs R1-Zero (GRPO on the base) and R1's four stages
+(cold-start SFT -> reasoning RL with language consistency -> rejection sampling + general data -> SFT of the base ->
+all-scenario RL with a reward model trained here), then distils the result into small Qwen2 and Llama students.
+
+The YAML lists the stages in order. Each names a recipe (`grpo`, `sft`, `rejection_sampling`, `reward_model`,
+`distill`, `general_data`), optionally that recipe's YAML (`config`, default its embedded one), and flags (`args`)
+that override it. `${name}` in a flag stands for the output folder of the earlier stage `name` (`${base}` for the
+base model): that is how a stage feeds the next. Stage `name` writes `<output_dir>/<name>`.
+
+Stages run in this process, one after another, by calling each recipe's `main` with its parsed arguments: one
+import of torch/transformers/TRL instead of one per stage (about 10 s each on a CPU), and the recipes share no state
+but what they read from disk. Every stage is therefore also a plain command, logged before it runs
+(`python recipes/<recipe>.py --config ... --output_dir ...`), to rerun it alone or under `accelerate launch` on
+several GPUs; the pipeline itself runs on one process (one GPU or the CPU).
+
+Resuming: a stage that finished carries `_pipeline_done.json` in its folder and is not run again (delete the folder
+to redo it); a stage that failed runs again and its recipe resumes from the last complete checkpoint in its folder.
+
+After each stage that yields a policy, and for the base, the model answers the held-out problems (greedy decoding
+unless `eval.greedy` is false) and is scored with the project's rewards (`recipes.evaluation`); the scores are
+cached in `<output_dir>/eval`.
+The pipeline ends with `results.json`, `results.md` (one row per stage: accuracy, format compliance, language
+consistency, mean completion length, reflection rate) and `plots/stages.png`.
+
+With `--hub_prefix me/name`, every stage pushes its finished folder to `me/name-<stage>` (models with their card and
+`stage.json`, rejection sampling's data as a dataset repo).
+"""
+
+import argparse
+import gc
+import json
+import logging
+import math
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from recipes import distill, general_data, grpo, rejection_sampling, reward_model, sft
+from recipes.common import BUILTIN_DATASET, CONFIGS_DIR, TINY_BASE, parse_recipe_args
+from recipes.evaluation import SHARE_METRICS, evaluate_heldout
+from recipes.plots import plot_stage_metrics
+from recipes.sft import SFTScriptArguments, load_heldout
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = CONFIGS_DIR / "pipeline" / "tiny.yaml"
+DONE_MARKER = "_pipeline_done.json"  # "_*" files stay local when a folder is pushed
+BASE = "base"
+REFERENCE = re.compile(r"\$\{(\w+)\}")
+
+TABLE_METRICS = ("accuracy", "format_compliance", "language_consistency", "mean_completion_tokens", "reflection_rate")
+NOTE_METRICS = ("kept_reasoning", "general", "pairwise_accuracy")
+"""Facts from `stage.json` shown in the table for stages that yield no policy (data, reward model)."""
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Recipes
+
+
+def run_trl_recipe(module, argv: list[str]) -> None:
+    """A recipe launched by `TrlParser` through `parse_recipe_args` (its embedded YAML unless `--config`)."""
+    module.main(*parse_recipe_args(module.make_parser(), module.DEFAULT_CONFIG, argv))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the pipeline runs a recipe and what its output is."""
+
+    script: str  # the file that runs it alone
+    run: Callable[[list[str]], object]  # runs it on a command line
+    policy: bool  # its output is a causal LM that answers the held-out problems
+    hub_id_flag: str | None  # the flag naming its Hub repo (None: it does not push)
+
+
+RECIPES = {
+    "grpo": Recipe("recipes/grpo.py", lambda argv: run_trl_recipe(grpo, argv), True, "hub_model_id"),
+    "sft": Recipe("recipes/sft.py", lambda argv: run_trl_recipe(sft, argv), True, "hub_model_id"),
+    "distill": Recipe("recipes/distill.py", lambda argv: run_trl_recipe(distill, argv), True, "hub_model_id"),
+    "reward_model": Recipe(
+        "recipes/reward_model.py", lambda argv: run_trl_recipe(reward_model, argv), False, "hub_model_id"
+    ),
+    "rejection_sampling": Recipe(
+        "recipes/rejection_sampling.py", lambda argv: rejection_sampling.main(*rejection_sampling.parse_args(argv)),
+        False, "hub_dataset_id",
+    ),
+    "general_data": Recipe("-m recipes.general_data", general_data.main, False, None),
+}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class StageSpec:
+    """One stage of the pipeline YAML."""
+
+    name: str
+    recipe: str
+    config: str | None = None  # the recipe's YAML (a path, or a name under recipes/configs/); None: its default
+    args: dict = field(default_factory=dict)  # flag -> value; `${stage}` is that stage's output folder
+    eval_prompt_template: str = "chat"  # how held-out prompts are built for this stage's model
+
+    def __post_init__(self):
+        if self.recipe not in RECIPES:
+            raise ValueError(f"Stage {self.name!r}: unknown recipe {self.recipe!r}; choose one of {sorted(RECIPES)}.")
+        if self.eval_prompt_template not in grpo.PROMPT_TEMPLATES:
+            raise ValueError(f"Stage {self.name!r}: eval_prompt_template must be one of {grpo.PROMPT_TEMPLATES}.")
+        if "output_dir" in self.args:
+            raise ValueError(f"Stage {self.name!r}: leave output_dir out of args; the stage writes "
+                             f"<output_dir>/{self.name}.")
+
+
+@dataclass
+class EvalSettings:
+    """The held-out measurement shared by every row of the final table."""
+
+    dataset_name: str = BUILTIN_DATASET  # a dataset with a test split of problems and gold answers
+    dataset_test_split: str = "test"
+    problem_column: str = "problem"
+    solution_column: str = "solution"
+    gold_answer_regex: str | None = None  # first group = the gold answer inside `solution_column`
+    builtin_seed: int = 0
+    builtin_test_size: int = 100
+    max_samples: int = 100
+    max_new_tokens: int = 128
+    greedy: bool = True  # else sampled at temperature 1 (seeded)
+    base_prompt_template: str = "r1_zero"  # the base model was pretrained on R1-Zero's plain-text template
+
+
+@dataclass
+class PipelineConfig:
+    """A pipeline YAML: where it writes, what it starts from, how it measures, and its stages in order."""
+
+    output_dir: str
+    stages: list[StageSpec]
+    base_model: str | None = None  # None: the shipped tiny base
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    hub_prefix: str | None = None  # push every stage to `<hub_prefix>-<stage>`
+
+    def __post_init__(self):
+        self.stages = [s if isinstance(s, StageSpec) else StageSpec(**s) for s in self.stages]
+        self.eval = self.eval if isinstance(self.eval, EvalSettings) else EvalSettings(**self.eval)
+        self.base_model = self.base_model or str(TINY_BASE)
+        known = {BASE}
+        for stage in self.stages:
+            if stage.name in known:
+                raise ValueError(f"Stage name {stage.name!r} is used twice (or is the reserved name {BASE!r}).")
+            unknown = sorted(set(REFERENCE.findall(json.dumps(stage.args))) - known)
+            if unknown:
+                raise ValueError(f"Stage {stage.name!r} refers to ${{{unknown[0]}}}, which is not an earlier stage; "
+                                 f"it can use {sorted(known)}.")
+            known.add(stage.name)
+
+
+def load_config(path: str | Path, **overrides) -> PipelineConfig:
+    """The pipeline YAML at `path`, with top-level keys replaced by `overrides` where they are not None."""
+    with open(path) as f:
+        values = yaml.safe_load(f)
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    return PipelineConfig(**values)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Stage command lines
+
+
+def as_flags(args: dict) -> list[str]:
+    """`{"max_steps": 5, "reward_funcs": ["accuracy", "format"], "eval_heldout": False}` as command-line flags.
+
+    Lists become several values, dicts a JSON string (e.g. `reward_params`), booleans `true`/`false`.
+    """
+    argv = []
+    for key, value in args.items():
+        if value is None:
+            raise ValueError(f"Flag {key!r} is null: a command line cannot unset a value; leave the key out instead.")
+        if isinstance(value, list):
+            argv += [f"--{key}", *(str(v) for v in value)]
+        elif isinstance(value, dict):
+            argv += [f"--{key}", json.dumps(value)]
+        elif isinstance(value, bool):
+            argv += [f"--{key}", str(value).lower()]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def resolve_config(path: str) -> Path:
+    """A recipe YAML as given, or by its name under `recipes/configs/` (`grpo_tiny.yaml`)."""
+    return Path(path) if Path(path).exists() else CONFIGS_DIR / path
+
+
+def stage_dir(config: PipelineConfig, name: str) -> Path:
+    return Path(config.output_dir) / name
+
+
+def stage_argv(config: PipelineConfig, stage: StageSpec) -> list[str]:
+    """The stage's command line: its YAML, its flags with `${stage}` references resolved, its output folder and,
+    with a `hub_prefix`, its Hub repo."""
+    folders = {BASE: config.base_model, **{s.name: str(stage_dir(config, s.name)) for s in config.stages}}
+    argv = ["--config", str(resolve_config(stage.config))] if stage.config else []
+    argv += [REFERENCE.sub(lambda m: folders[m.group(1)], flag) for flag in as_flags(stage.args)]
+    argv += ["--output_dir", str(stage_dir(config, stage.name))]
+    hub_id_flag = RECIPES[stage.recipe].hub_id_flag
+    if config.hub_prefix and hub_id_flag:
+        argv += ["--push_to_hub", "true", f"--{hub_id_flag}", f"{config.hub_prefix}-{stage.name.replace('_', '-')}"]
+    return argv
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Running and resuming
+
+
+def is_done(folder: Path) -> bool:
+    return (folder / DONE_MARKER).exists()
+
+
+def run_stage(config: PipelineConfig, stage: StageSpec) -> None:
+    """Run the stage unless its folder says it finished; mark it finished when its recipe returns."""
+    folder, argv = stage_dir(config, stage.name), stage_argv(config, stage)
+    if is_done(folder):
+        if json.loads((folder / DONE_MARKER).read_text())["argv"] != argv:
+            logger.warning(f"Stage {stage.name} finished earlier with other arguments; keeping it "
+                           f"(delete {folder} to rerun it).")
+        logger.info(f"Stage {stage.name}: done, skipped.")
+        return
+    command = shlex.join(["python", *RECIPES[stage.recipe].script.split(), *argv])
+    logger.info(f"Stage {stage.name}: {command}")
+    eval_cache(config, stage.name).unlink(missing_ok=True)  # measured again once it has run
+    RECIPES[stage.recipe].run(argv)
+    gc.collect()  # the recipe's model and trainer go before the next stage loads its own
+    (folder / DONE_MARKER).write_text(json.dumps({"stage": stage.name, "recipe": stage.recipe, "argv": argv}, indent=2))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Held-out measurement and the table
+
+
+def heldout_problems(settings: EvalSettings, prompt_template: str):
+    """The held-out problems, with prompts built as `prompt_template` says (the SFT recipe's loader)."""
+    return load_heldout(SFTScriptArguments(
+        eval_dataset_name=settings.dataset_name, dataset_test_split=settings.dataset_test_split,
+        builtin_seed=settings.builtin_seed, builtin_test_size=settings.builtin_test_size,
+        eval_max_samples=settings.max_samples, prompt_template=prompt_template, problem_column=settings.problem_column,
+        solution_column=settings.solution_column, gold_answer_regex=settings.gold_answer_regex,
+    ))
+
+
+def eval_cache(config: PipelineConfig, name: str) -> Path:
+    return Path(config.output_dir) / "eval" / f"{name}.json"
+
+
+def measure(config: PipelineConfig, name: str, model_path: str, prompt_template: str) -> dict:
+    """R1's held-out metrics of the model at `model_path`, cached in `eval_cache`."""
+    cache = eval_cache(config, name)
+    if cache.exists():
+        return json.loads(cache.read_text())
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=True).to(device)
+    metrics = evaluate_heldout(model, tokenizer, heldout_problems(config.eval, prompt_template),
+                               max_new_tokens=config.eval.max_new_tokens, greedy=config.eval.greedy)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def stage_row(config: PipelineConfig, stage: StageSpec) -> dict:
+    """The table row of a finished stage: held-out metrics for a policy, a note from `stage.json` otherwise."""
+    folder = stage_dir(config, stage.name)
+    row = {"stage": stage.name, "recipe": stage.recipe, "output": str(folder)}
+    if RECIPES[stage.recipe].policy:
+        return {**row, **measure(config, stage.name, str(folder), stage.eval_prompt_template)}
+    record = folder / "stage.json"
+    metrics = json.loads(record.read_text()).get("metrics", {}) if record.exists() else {}
+    note = ", ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
+                     for key, value in metrics.items() if key in NOTE_METRICS)
+    return {**row, "note": note}
+
+
+def format_results_table(rows: list[dict]) -> str:
+    """Markdown: one row per stage; shares in percent, lengths in tokens, n/a where a metric could not judge; a note
+    where a stage has no policy."""
+    header = ["stage", "recipe", *TABLE_METRICS, "note"]
+    alignment = ["---", "---", *("---:" for _ in TABLE_METRICS), "---"]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(alignment) + " |"]
+    for row in rows:
+        cells = [row["stage"], row["recipe"]]
+        for metric in TABLE_METRICS:
+            value = row.get(metric)
+            if value is None:
+                cells.append("")
+            elif math.isnan(value):
+                cells.append("n/a")  # e.g. language consistency when no completion reasoned in words
+            else:
+                cells.append(f"{100 * value:.1f}%" if metric in SHARE_METRICS else f"{value:.1f}")
+        lines.append("| " + " | ".join([*cells, row.get("note", "")]) + " |")
+    return "\n".join(lines)
+
+
+def write_results(config: PipelineConfig, rows: list[dict]) -> str:
+    """`results.json`, `results.md` and `plots/stages.png` in the output folder; return the Markdown table."""
+    out = Path(config.output_dir)
+    table = format_results_table(rows)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    (out / "results.md").write_text(f"# R1 pipeline: held-out results per stage\n\n{table}\n")
+    plot_stage_metrics([row for row in rows if "accuracy" in row], TABLE_METRICS, str(out / "plots" / "stages.png"))
+    return table
+
+
+def run_pipeline(config: PipelineConfig) -> list[dict]:
+    """Run (or resume) every stage in order, measure each policy on the held-out split, write and return the rows."""
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+    rows = [{"stage": BASE, "recipe": "", "output": config.base_model,
+             **measure(config, BASE, config.base_model, config.eval.base_prompt_template)}]
+    for stage in config.stages:
+        run_stage(config, stage)
+        rows.append(stage_row(config, stage))
+    print(write_results(config, rows))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="Pipeline YAML (default: the embedded tiny one).")
+    parser.add_argument("--output_dir", help="Override the YAML's output folder.")
+    parser.add_argument("--base_model", help="Override the YAML's base model (a folder or a Hub id).")
+    parser.add_argument("--hub_prefix",
+                        help="Push every stage to '<hub_prefix>-<stage>' (e.g. me/deepseek-mini-tiny).")
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    return run_pipeline(load_config(args.config, output_dir=args.output_dir, base_model=args.base_model,
+                                    hub_prefix=args.hub_prefix))
+
+
+if __name__ == "__main__":
+    main()

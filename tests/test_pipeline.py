@@ -1,0 +1,276 @@
+"""The R1 pipeline: its configuration and command lines, and a micro pipeline (the tiny YAML's stages and wiring,
+a step or two each) that chains every stage, pushes every folder to a mocked Hub, resumes and measures."""
+
+import json
+from concurrent.futures import Future
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+from datasets import Dataset, load_from_disk
+from huggingface_hub import HfApi
+from transformers import Trainer
+
+from recipes import pipeline
+from recipes.common import CONFIGS_DIR, TINY_BASE, parse_recipe_args
+from recipes.pipeline import (
+    DEFAULT_CONFIG,
+    DONE_MARKER,
+    RECIPES,
+    PipelineConfig,
+    Recipe,
+    as_flags,
+    format_results_table,
+    load_config,
+    run_pipeline,
+    run_stage,
+    stage_argv,
+)
+
+PIPELINE_CONFIGS = sorted((CONFIGS_DIR / "pipeline").glob("*.yaml"))
+
+GRPO_MICRO = {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 12,
+              "logging_steps": 1}
+MICRO = {
+    "r1_zero": GRPO_MICRO,
+    "cold_start_sft": {"builtin_train_size": 8, "max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 1},
+    "reasoning_rl": GRPO_MICRO,
+    # a micro model passes no quality filter: keep whatever it writes, once per prompt
+    "rejection_sampling": {"max_prompts": 4, "num_generations": 2, "max_new_tokens": 12, "builtin_train_size": 40,
+                           "filters": ["dedup", "per_prompt_cap"], "max_per_prompt": 1},
+    "rs_sft": {"max_steps": 1, "per_device_train_batch_size": 4},
+    "reward_model": {"builtin_train_size": 8, "builtin_test_size": 4, "max_steps": 1, "per_device_train_batch_size": 4},
+    "all_scenario_data": {"n_train": 8, "n_test": 2},
+    "all_scenario_rl": GRPO_MICRO,
+    # nor does the micro teacher pass trace curation: both students learn from the rejection-sampling data
+    "distill_qwen2": {"dataset_name": "${rejection_sampling}", "max_steps": 1, "per_device_train_batch_size": 4},
+    "distill_llama": {"dataset_name": "${rejection_sampling}", "max_steps": 1, "per_device_train_batch_size": 4},
+}
+HUB_PREFIX = "me/r1"
+DEEPSEEK_STAGES = ("r1_zero", "cold_start_sft", "reasoning_rl", "rs_sft", "all_scenario_rl")
+"""The stages whose model is a DeepseekMini, which ships its code."""
+
+
+def micro_config(output_dir: Path, **overrides) -> PipelineConfig:
+    """The embedded default's stages and wiring at micro size, measured on 4 held-out problems."""
+    config = load_config(DEFAULT_CONFIG, output_dir=str(output_dir), **overrides)
+    for stage in config.stages:
+        stage.args.update(MICRO[stage.name])
+    config.eval.max_samples, config.eval.max_new_tokens = 4, 12
+    return config
+
+
+def record(folder: Path) -> dict:
+    return json.loads((folder / "stage.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Configuration and command lines
+
+
+def test_flags_from_yaml_values():
+    assert as_flags({"max_steps": 5, "reward_funcs": ["accuracy", "format"], "eval_heldout": False,
+                     "reward_params": {"cosine": {"max_len": 8}}}) == [
+        "--max_steps", "5", "--reward_funcs", "accuracy", "format", "--eval_heldout", "false",
+        "--reward_params", '{"cosine": {"max_len": 8}}',
+    ]
+    with pytest.raises(ValueError, match="leave the key out"):
+        as_flags({"dataset_name": None})
+
+
+def test_stage_command_lines_resolve_references_and_hub_repos(tmp_path):
+    config = load_config(DEFAULT_CONFIG, output_dir=str(tmp_path), hub_prefix=HUB_PREFIX)
+    argv = {stage.name: stage_argv(config, stage) for stage in config.stages}
+
+    def flag(name, key):
+        return argv[name][argv[name].index(f"--{key}") + 1]
+
+    assert flag("r1_zero", "model_name_or_path") == str(TINY_BASE)
+    assert flag("reasoning_rl", "model_name_or_path") == str(tmp_path / "cold_start_sft")
+    assert flag("rs_sft", "dataset_name") == str(tmp_path / "rejection_sampling")
+    params = json.loads(flag("all_scenario_rl", "reward_params"))
+    assert params["recipes.scenario_reward:ScenarioReward"]["helpfulness_model"] == str(tmp_path / "reward_model")
+    assert flag("distill_llama", "dataset_name") == str(tmp_path / "distill_qwen2" / "traces")
+    assert flag("cold_start_sft", "output_dir") == str(tmp_path / "cold_start_sft")
+    assert flag("rs_sft", "hub_model_id") == "me/r1-rs-sft" and flag("rs_sft", "push_to_hub") == "true"
+    assert flag("rejection_sampling", "hub_dataset_id") == "me/r1-rejection-sampling"
+    assert "--push_to_hub" not in argv["all_scenario_data"]
+
+
+@pytest.mark.parametrize("stages, message", [
+    ([{"name": "a", "recipe": "sft", "args": {"model_name_or_path": "${b}"}}, {"name": "b", "recipe": "sft"}],
+     "not an earlier stage"),
+    ([{"name": "a", "recipe": "sft"}, {"name": "a", "recipe": "grpo"}], "used twice"),
+    ([{"name": "a", "recipe": "ppo"}], "unknown recipe"),
+    ([{"name": "a", "recipe": "sft", "args": {"output_dir": "x"}}], "leave output_dir out"),
+])
+def test_bad_pipelines_fail_before_any_stage_runs(tmp_path, stages, message):
+    with pytest.raises(ValueError, match=message):
+        PipelineConfig(output_dir=str(tmp_path), stages=stages)
+
+
+@pytest.mark.parametrize("path", PIPELINE_CONFIGS, ids=lambda p: p.name)
+def test_every_stage_of_every_pipeline_config_parses(path, tmp_path):
+    """Each stage's command line parses with its recipe's own parser (nothing is loaded or run)."""
+    config = load_config(path, output_dir=str(tmp_path))
+    assert [s.recipe for s in config.stages].count("grpo") == 3
+    for stage in config.stages:
+        argv = stage_argv(config, stage)
+        if stage.recipe == "rejection_sampling":  # vLLM (the GPU config's sampler) is checked at parse time
+            pipeline.rejection_sampling.parse_args(argv if find_spec("vllm") else [*argv, "--use_vllm", "false"])
+        elif stage.recipe == "general_data":
+            continue  # plain argparse: parsed when it runs
+        else:
+            module = getattr(pipeline, stage.recipe)
+            _, training_args, _ = parse_recipe_args(module.make_parser(), module.DEFAULT_CONFIG, argv)
+            assert training_args.output_dir == str(tmp_path / stage.name)
+
+
+def test_a_failing_stage_is_not_marked_done(tmp_path, monkeypatch):
+    def crash(argv):
+        Path(argv[argv.index("--output_dir") + 1]).mkdir(parents=True)
+        raise RuntimeError("killed")
+
+    monkeypatch.setitem(RECIPES, "sft", Recipe("recipes/sft.py", crash, True, "hub_model_id"))
+    config = PipelineConfig(output_dir=str(tmp_path), stages=[{"name": "cold", "recipe": "sft"}])
+    with pytest.raises(RuntimeError, match="killed"):
+        run_stage(config, config.stages[0])
+    assert (tmp_path / "cold").is_dir() and not (tmp_path / "cold" / DONE_MARKER).exists()
+
+
+def test_results_table_shows_shares_in_percent_and_notes():
+    table = format_results_table([
+        {"stage": "base", "recipe": "", "accuracy": 0.25, "format_compliance": 1.0, "language_consistency": 0.5,
+         "mean_completion_tokens": 40.0, "reflection_rate": 0.0},
+        {"stage": "r1_zero", "recipe": "grpo", "accuracy": 0.5, "format_compliance": 1.0,
+         "language_consistency": float("nan"), "mean_completion_tokens": 8.0, "reflection_rate": 0.0},
+        {"stage": "rs", "recipe": "rejection_sampling", "note": "kept_reasoning 12"},
+    ])
+    assert "| base |  | 25.0% | 100.0% | 50.0% | 40.0 | 0.0% |  |" in table
+    assert "| r1_zero | grpo | 50.0% | 100.0% | n/a | 8.0 | 0.0% |  |" in table
+    assert table.splitlines()[-1] == "| rs | rejection_sampling |  |  |  |  |  | kept_reasoning 12 |"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The micro pipeline
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    """Run the micro pipeline once with pushing on and the Hub mocked; (config, rows, uploads)."""
+    out = tmp_path_factory.mktemp("pipeline") / "r1"
+    uploads = []
+
+    class RepoUrl(str):
+        @property
+        def repo_id(self):
+            return str(self)
+
+    def upload_folder(self, **kw):
+        uploads.append({**kw, "files": sorted(p.name for p in Path(kw["folder_path"]).iterdir())})
+        done = Future()  # the Trainer pushes checkpoints in the background and waits on this
+        done.set_result(None)
+        return done
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: RepoUrl(repo_id))
+        mp.setattr(HfApi, "upload_folder", upload_folder)
+        mp.setattr(HfApi, "upload_file", lambda self, **kw: uploads.append(kw))
+        mp.setattr(Dataset, "push_to_hub",
+                   lambda self, repo_id, **kw: uploads.append({"repo_id": repo_id, "rows": len(self)}))
+        config = micro_config(out, hub_prefix=HUB_PREFIX)
+        rows = run_pipeline(config)
+    return config, rows, uploads
+
+
+def test_each_stage_starts_from_the_stage_before(micro_run):
+    config, _, _ = micro_run
+    out = Path(config.output_dir)
+    assert all((out / stage.name / DONE_MARKER).exists() for stage in config.stages)
+    assert record(out / "r1_zero")["parent"] == str(TINY_BASE)
+    assert record(out / "cold_start_sft")["parent"] == str(TINY_BASE)
+    assert record(out / "reasoning_rl")["parent"] == str(out / "cold_start_sft")
+    assert record(out / "rejection_sampling")["parent"] == str(out / "reasoning_rl")
+    assert record(out / "rs_sft")["parent"] == str(TINY_BASE)
+    assert record(out / "rs_sft")["dataset"] == str(out / "rejection_sampling")
+    assert record(out / "all_scenario_rl")["parent"] == str(out / "rs_sft")
+    assert record(out / "all_scenario_rl")["dataset"] == str(out / "all_scenario_data")
+    for student, model_type in (("distill_qwen2", "qwen2"), ("distill_llama", "llama")):
+        assert record(out / student)["hyperparameters"]["teacher"] == str(out / "all_scenario_rl")
+        assert json.loads((out / student / "config.json").read_text())["model_type"] == model_type
+
+
+def test_every_policy_folder_is_hub_ready_and_pushed_to_its_repo(micro_run):
+    config, _, uploads = micro_run
+    out = Path(config.output_dir)
+    last_upload = {u["repo_id"]: u for u in uploads if "folder_path" in u}
+    for stage in config.stages:
+        if stage.recipe in ("general_data", "rejection_sampling"):
+            continue
+        folder, repo_id = out / stage.name, f"{HUB_PREFIX}-{stage.name.replace('_', '-')}"
+        files = {p.name for p in folder.iterdir()}
+        assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "stage.json"} <= files, stage.name
+        assert last_upload[repo_id]["folder_path"] == str(folder)
+        assert "stage.json" in last_upload[repo_id]["files"] and DONE_MARKER not in last_upload[repo_id]["files"]
+        assert "training_args.bin" not in last_upload[repo_id]["files"]  # no pickles on the Hub
+        if stage.name in DEEPSEEK_STAGES:
+            config_json = json.loads((folder / "config.json").read_text())
+            assert "AutoModelForCausalLM" in config_json["auto_map"] and "modeling_deepseek_mini.py" in files
+    rs = [u for u in uploads if u["repo_id"] == f"{HUB_PREFIX}-rejection-sampling"]
+    assert rs[0]["rows"] == len(load_from_disk(str(out / "rejection_sampling")))
+    assert {u["path_in_repo"] for u in rs[1:]} == {"filter_stats.json", "stage.json"}
+
+
+def test_every_model_card_names_its_stage_and_parent(micro_run):
+    config, _, _ = micro_run
+    for stage in config.stages:
+        if RECIPES[stage.recipe].hub_id_flag == "hub_model_id":
+            card = (Path(config.output_dir) / stage.name / "README.md").read_text()
+            assert "## deepseek-mini stage:" in card and "- parent checkpoint:" in card, stage.name
+
+
+def test_the_table_has_one_row_per_stage_and_plots(micro_run):
+    config, rows, _ = micro_run
+    out = Path(config.output_dir)
+    assert [row["stage"] for row in rows] == ["base", *(stage.name for stage in config.stages)]
+    for row in rows:
+        policy = row["stage"] == "base" or RECIPES[row["recipe"]].policy
+        assert ({"accuracy", "format_compliance", "language_consistency", "mean_completion_tokens",
+                 "reflection_rate"} <= set(row)) == policy
+    assert "kept_reasoning" in next(row for row in rows if row["stage"] == "rejection_sampling")["note"]
+    assert (out / "results.json").read_text() == json.dumps(rows, indent=2)  # NaN-safe comparison
+    assert "| distill_llama | distill |" in (out / "results.md").read_text()
+    assert (out / "plots" / "stages.png").stat().st_size > 0
+
+
+def test_a_second_run_skips_finished_stages(micro_run, monkeypatch):
+    config, rows, _ = micro_run
+    ran = []
+    for name, recipe in list(RECIPES.items()):
+        monkeypatch.setitem(RECIPES, name, Recipe(recipe.script, ran.append, recipe.policy, recipe.hub_id_flag))
+    monkeypatch.setattr(pipeline, "evaluate_heldout", lambda *a, **kw: pytest.fail("measured again"))
+    assert json.dumps(run_pipeline(config)) == json.dumps(rows) and ran == []
+
+
+def test_an_unfinished_stage_reruns_from_its_last_checkpoint(micro_run, monkeypatch):
+    config, _, _ = micro_run
+    folder = Path(config.output_dir) / "cold_start_sft"
+    (folder / DONE_MARKER).unlink()  # as if the run had been killed after its last checkpoint
+    loaded, ran = [], []
+    original_load = Trainer._load_from_checkpoint
+    monkeypatch.setattr(Trainer, "_load_from_checkpoint",
+                        lambda self, path, *a, **kw: (loaded.append(path), original_load(self, path, *a, **kw)))
+    for name, recipe in list(RECIPES.items()):
+        def spy(argv, recipe=recipe, name=name):
+            ran.append(name)
+            recipe.run(argv)
+        monkeypatch.setitem(RECIPES, name, Recipe(recipe.script, spy, recipe.policy, recipe.hub_id_flag))
+    measured = (Path(config.output_dir) / "eval" / "cold_start_sft.json").stat().st_mtime_ns
+    cold = next(s for s in config.stages if s.name == "cold_start_sft")
+    monkeypatch.setitem(cold.args, "max_steps", 3)
+    monkeypatch.setattr(config, "hub_prefix", None)  # the Hub is not mocked here
+    run_pipeline(config)
+    assert ran == ["sft"] and loaded == [str(folder / "checkpoint-2")]
+    assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 3
+    assert (folder / DONE_MARKER).exists()
+    assert (Path(config.output_dir) / "eval" / "cold_start_sft.json").stat().st_mtime_ns > measured  # measured again
