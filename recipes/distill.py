@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import transformers
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 from trl.experimental.gkd import GKDConfig, GKDTrainer
 
@@ -166,6 +166,20 @@ def load_traces(script_args: DistillScriptArguments, training_args: GKDConfig, m
 # Student
 
 
+def preset_student_tokenizer(preset: str, tokenizer_name: str, *, trust_remote_code: bool):
+    """`tokenizer_name` loaded as the saved student folder will reload it, so the student trains on the token
+    sequences it later sees.
+
+    AutoTokenizer picks a folder's tokenizer class from its model type: a Qwen2 folder always reloads as
+    Qwen2Tokenizer, which rebuilds the BPE with Qwen2's own pre-tokenizer and ignores the saved tokenizer.json's
+    (the teacher's splits digits and merges across spaces). A Qwen2 student trained with the tokenizer as the
+    teacher's folder loads it would meet other, longer sequences once reloaded, and answer garbage."""
+    model_type, _ = TINY_CAUSAL_LM_PRESETS[preset]
+    return AutoTokenizer.from_pretrained(
+        tokenizer_name, config=AutoConfig.for_model(model_type), trust_remote_code=trust_remote_code
+    )
+
+
 def load_student(script_args: DistillScriptArguments, training_args: GKDConfig, model_args: ModelConfig):
     """(student, its tokenizer, description): loaded from `model_name_or_path`, or built from `student_preset`."""
     trust = training_args.trust_remote_code
@@ -178,7 +192,7 @@ def load_student(script_args: DistillScriptArguments, training_args: GKDConfig, 
         )
         return model, tokenizer, name
     tokenizer_name = script_args.student_tokenizer_name_or_path or teacher_name(training_args)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, trust_remote_code=trust)
+    tokenizer = preset_student_tokenizer(script_args.student_preset, tokenizer_name, trust_remote_code=trust)
     model = AutoModelForCausalLM.from_config(config_from_preset(script_args.student_preset, tokenizer))
     return model, tokenizer, f"{script_args.student_preset} (built from a config, tokenizer {tokenizer_name})"
 
@@ -189,7 +203,8 @@ def check_shared_vocabulary(teacher_tokenizer, student_tokenizer) -> None:
         raise ValueError(
             "distillation_loss=gkd needs the teacher and the student to share a vocabulary, and theirs differ "
             f"({len(teacher_tokenizer)} vs {len(student_tokenizer)} tokens). Use distillation_loss=sft (the text is "
-            "re-tokenised), or a student with the teacher's tokenizer (student_tokenizer_name_or_path)."
+            "re-tokenised), or a student that keeps the teacher's tokenizer (student_tokenizer_name_or_path; a Llama "
+            "preset keeps it, a Qwen2 one reloads it as Qwen2Tokenizer and cannot)."
         )
 
 

@@ -85,6 +85,10 @@ class GRPOScriptArguments(ScriptArguments):
         metadata={"help": "Evaluate on `dataset_test_split` before and after training and print a table."},
     )
     eval_max_samples: int = field(default=200, metadata={"help": "Held-out problems used for that table."})
+    stage: str = field(
+        default="grpo",
+        metadata={"help": "Name of this stage in the model card and stage.json (e.g. r1_zero, reasoning_rl)."},
+    )
     eval_greedy: bool = field(default=True, metadata={"help": "Greedy decoding for the table (else sampling at T=1)."})
 
     def __post_init__(self):
@@ -113,9 +117,9 @@ def build_prompts(dataset, script_args):
         return dataset
     require_columns(dataset, [script_args.problem_column], where=f"prompt_template={script_args.prompt_template!r}")
     if script_args.prompt_template == "r1_zero":
-        make = lambda problem: R1_ZERO_TEMPLATE.format(problem=problem)  # noqa: E731
+        make = lambda problem: R1_ZERO_TEMPLATE.format(problem=problem)
     else:
-        make = lambda problem: [  # noqa: E731
+        make = lambda problem: [
             {"role": "system", "content": R1_ZERO_SYSTEM_PROMPT},
             {"role": "user", "content": problem},
         ]
@@ -214,7 +218,7 @@ def main(script_args, training_args, model_args):
     finish_stage(
         trainer,
         training_args,
-        stage="grpo",
+        stage=script_args.stage,
         parent=model_args.model_name_or_path,
         dataset=script_args.dataset_name,
         hyperparameters={

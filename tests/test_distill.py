@@ -4,7 +4,8 @@ and logit-level distillation (GKD) only where teacher and student share a vocabu
 import json
 
 import pytest
-from datasets import DatasetDict
+import torch
+from datasets import DatasetDict, load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from recipes.common import TINY_BASE, parse_recipe_args
@@ -44,6 +45,29 @@ def test_a_student_with_its_own_tokenizer_learns_from_text_traces(tmp_path, trac
     assert (out / "model.safetensors").exists() and "## deepseek-mini stage: distill" in (out / "README.md").read_text()
 
 
+def assistant_loss(model, tokenizer, messages) -> float:
+    """The next-token loss on the assistant's turn of one conversation, tokenised by `tokenizer`'s chat template."""
+    encoded = tokenizer.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True,
+                                            return_tensors="pt")
+    labels = encoded["input_ids"].masked_fill(encoded["assistant_masks"] == 0, -100)
+    with torch.no_grad():
+        return model(input_ids=encoded["input_ids"], labels=labels).loss.item()
+
+
+def test_a_reloaded_qwen2_student_keeps_the_loss_it_trained_to(tmp_path, traces_path):
+    """A Qwen2 folder reloads its tokenizer as Qwen2Tokenizer, whatever tokenizer it was trained with: the student
+    must train on the sequences that tokenizer gives, or the saved model meets other ones and answers garbage."""
+    trainer = main(*parse(tmp_path, "--dataset_name", traces_path, "--student_preset", "qwen2-tiny",
+                          "--max_steps", "30", "--logging_steps", "10"))
+    out = tmp_path / "student"
+    student, tokenizer = AutoModelForCausalLM.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
+    traces = load_from_disk(traces_path)["train"]["messages"]
+    assert tokenizer.apply_chat_template(traces[0]) == trainer.processing_class.apply_chat_template(traces[0])
+    last_logged = [log["loss"] for log in trainer.state.log_history if "loss" in log][-1]
+    reloaded = sum(assistant_loss(student, tokenizer, trace) for trace in traces) / len(traces)
+    assert reloaded < 1.2 * last_logged  # trained on other sequences, it was ~1.5x
+
+
 def test_the_teacher_writes_curated_traces_when_no_dataset_is_given(tmp_path):
     main(*parse(tmp_path, "--max_prompts", "16", "--trace_num_generations", "6", "--trace_max_new_tokens", "96"))
     traces = tmp_path / "student" / "traces"
@@ -56,7 +80,7 @@ def test_the_teacher_writes_curated_traces_when_no_dataset_is_given(tmp_path):
 
 def test_gkd_matches_the_teacher_logits_when_the_vocabulary_is_shared(tmp_path, traces_path):
     trainer = main(*parse(tmp_path, "--dataset_name", traces_path, "--distillation_loss", "gkd", "--lmbda", "0.0",
-                          "--beta", "0.5", "--max_length", "256"))
+                          "--beta", "0.5", "--max_length", "256", "--student_preset", "llama-tiny"))
     assert type(trainer).__name__ == "GKDTrainer"
     assert trainer.state.log_history[0]["loss"] > 0
     assert json.loads((tmp_path / "student" / "stage.json").read_text())["hyperparameters"]["lmbda"] == 0.0

@@ -227,6 +227,8 @@ def test_every_model_card_names_its_stage_and_parent(micro_run):
         if RECIPES[stage.recipe].hub_id_flag == "hub_model_id":
             card = (Path(config.output_dir) / stage.name / "README.md").read_text()
             assert "## deepseek-mini stage:" in card and "- parent checkpoint:" in card, stage.name
+            if stage.recipe == "grpo":  # three GRPO stages, each card under its own name
+                assert f"## deepseek-mini stage: {stage.name}" in card, stage.name
 
 
 def test_the_table_has_one_row_per_stage_and_plots(micro_run):

@@ -81,11 +81,19 @@ def test_run_directory_is_removed(sandbox, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_infinite_loop_is_stopped_by_the_wall_clock(code_reward):
+def test_infinite_loop_is_stopped_in_time(code_reward):
+    """The wall clock or the CPU-time limit, whichever comes first (the code reward sets both to its timeout)."""
     start = time.monotonic()
     score, result = score_one(code_reward, "while True:\n    pass\nprint('done')", "done")
     assert score == 0.0 and result.status == "timeout"
     assert time.monotonic() - start < TIMEOUT_S + 3
+
+
+@pytest.mark.parametrize("isolation", MODES)
+def test_cpu_bound_loop_is_stopped_by_the_cpu_time_limit(isolation):
+    with Sandbox(SandboxConfig(timeout_s=20, cpu_time_s=1, isolation=isolation)) as box:
+        result = box.run("while True:\n    pass\n")
+    assert result.status == "timeout" and "RLIMIT_CPU" in result.detail and result.wall_s < 10
 
 
 def test_fork_bomb(code_reward):
