@@ -39,9 +39,47 @@ logger = logging.getLogger(__name__)
 PROMPT_TEMPLATES = ("r1_zero", "chat", "none")
 
 
+PROMPT_TEMPLATE_HELP = {
+    "help": "How prompts are built from `problem_column`: 'r1_zero' (R1-Zero's plain-text template), 'chat' (the "
+    "tokenizer's chat template with the R1-Zero instructions as system prompt) or 'none' (the data already has a "
+    "`prompt` column). Use the template the checkpoint was trained with."
+}
+
+
 @dataclass
-class GRPOScriptArguments(ScriptArguments):
-    """Data, rewards and evaluation of the GRPO recipe (TRL's ScriptArguments: dataset_name, splits, ...)."""
+class PromptArguments:
+    """How prompts and gold answers are built from a dataset's problems (`build_prompts`); shared by the recipes
+    that prompt a model: GRPO, rejection sampling, and the held-out measurement of SFT and distillation."""
+
+    prompt_template: str = field(default="chat", metadata=PROMPT_TEMPLATE_HELP)
+    problem_column: str = field(default="problem", metadata={"help": "Column holding the problem text."})
+    solution_column: str = field(
+        default="solution", metadata={"help": "Column holding the gold answer; renamed to `solution` for the rewards."}
+    )
+    gold_answer_regex: str | None = field(
+        default=None,
+        metadata={
+            "help": "Regular expression whose first group extracts the gold answer from `solution_column`, e.g. "
+            "'####\\s*(.+)$' for GSM8K. None keeps the column as it is."
+        },
+    )
+
+    def __post_init__(self):
+        if self.prompt_template not in PROMPT_TEMPLATES:
+            raise ValueError(f"prompt_template must be one of {PROMPT_TEMPLATES}, got {self.prompt_template!r}.")
+        if self.gold_answer_regex is not None:
+            try:
+                groups = re.compile(self.gold_answer_regex).groups
+            except re.error as error:
+                raise ValueError(f"gold_answer_regex {self.gold_answer_regex!r} is not a valid regex: {error}") from None
+            if groups < 1:
+                raise ValueError(f"gold_answer_regex {self.gold_answer_regex!r} needs one capture group.")
+
+
+@dataclass
+class GRPOScriptArguments(ScriptArguments, PromptArguments):
+    """Data, rewards and evaluation of the GRPO recipe (TRL's ScriptArguments: dataset_name, splits, ...;
+    PromptArguments: prompt template and columns, R1-Zero's template by default)."""
 
     dataset_name: str = field(
         default=BUILTIN_DATASET,
@@ -58,25 +96,7 @@ class GRPOScriptArguments(ScriptArguments):
             "in `reward_weights`, parameters in `reward_params`."
         },
     )
-    prompt_template: str = field(
-        default="r1_zero",
-        metadata={
-            "help": "How prompts are built from `problem_column`: 'r1_zero' (the R1-Zero plain-text template), "
-            "'chat' (the tokenizer's chat template with the R1-Zero instructions as system prompt) or 'none' "
-            "(the data already has a `prompt` column)."
-        },
-    )
-    problem_column: str = field(default="problem", metadata={"help": "Column holding the problem text."})
-    solution_column: str = field(
-        default="solution", metadata={"help": "Column holding the gold answer; renamed to `solution` for the rewards."}
-    )
-    gold_answer_regex: str | None = field(
-        default=None,
-        metadata={
-            "help": "Regular expression whose first group extracts the gold answer from `solution_column`, e.g. "
-            "'####\\s*(.+)$' for GSM8K. None keeps the column as it is."
-        },
-    )
+    prompt_template: str = field(default="r1_zero", metadata=PROMPT_TEMPLATE_HELP)
     builtin_seed: int = field(default=0, metadata={"help": "Seed of the built-in task's train and held-out splits."})
     builtin_train_size: int = field(default=2000, metadata={"help": "Train problems of the built-in task."})
     builtin_test_size: int = field(default=200, metadata={"help": "Held-out problems of the built-in task."})
@@ -92,14 +112,7 @@ class GRPOScriptArguments(ScriptArguments):
     eval_greedy: bool = field(default=True, metadata={"help": "Greedy decoding for the table (else sampling at T=1)."})
 
     def __post_init__(self):
-        if self.prompt_template not in PROMPT_TEMPLATES:
-            raise ValueError(f"prompt_template must be one of {PROMPT_TEMPLATES}, got {self.prompt_template!r}.")
-        if self.gold_answer_regex is not None:
-            try:
-                if re.compile(self.gold_answer_regex).groups < 1:
-                    raise ValueError(f"gold_answer_regex {self.gold_answer_regex!r} needs one capture group.")
-            except re.error as error:
-                raise ValueError(f"gold_answer_regex {self.gold_answer_regex!r} is not a valid regex: {error}") from None
+        PromptArguments.__post_init__(self)
         if not self.reward_funcs:
             raise ValueError("reward_funcs is empty: name at least one reward, e.g. --reward_funcs accuracy format.")
 

@@ -41,7 +41,7 @@ import rewards
 from recipes.common import BUILTIN_DATASET, CONFIGS_DIR, TINY_BASE, load_any_dataset, require_columns, write_stage_card
 from recipes.evaluation import render_prompts
 from recipes.general_data import make_general_chat
-from recipes.grpo import PROMPT_TEMPLATES, build_prompts
+from recipes.grpo import PromptArguments, build_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -54,42 +54,6 @@ dataset. `repetition` is minus the share of repeated word n-grams, in [-1, 0].""
 
 # ------------------------------------------------------------------------------------------------------------------
 # Configuration
-
-
-@dataclass
-class PromptArguments:
-    """How prompts are built from a dataset's problems, with the same fields and meanings as recipes/grpo.py."""
-
-    prompt_template: str = field(
-        default="chat",
-        metadata={
-            "help": "How prompts are built: 'chat' (R1 system prompt + problem through the chat template), "
-            "'r1_zero' (R1-Zero's plain-text template) or 'none' (use the `prompt` column). Use the template the "
-            "checkpoint was trained with."
-        },
-    )
-    problem_column: str = field(default="problem", metadata={"help": "Column holding the problem text."})
-    solution_column: str = field(
-        default="solution", metadata={"help": "Column holding the gold answer; renamed to `solution` for the rewards."}
-    )
-    gold_answer_regex: str | None = field(
-        default=None,
-        metadata={
-            "help": "Regular expression whose first group extracts the gold answer from `solution_column`, e.g. "
-            "'####\\s*(.+)$' for GSM8K. None keeps the column as it is."
-        },
-    )
-
-    def __post_init__(self):
-        if self.prompt_template not in PROMPT_TEMPLATES:
-            raise ValueError(f"prompt_template must be one of {PROMPT_TEMPLATES}, got {self.prompt_template!r}.")
-        if self.gold_answer_regex is not None:
-            try:
-                groups = re.compile(self.gold_answer_regex).groups
-            except re.error as error:
-                raise ValueError(f"gold_answer_regex {self.gold_answer_regex!r} is not a valid regex: {error}") from None
-            if groups < 1:
-                raise ValueError(f"gold_answer_regex {self.gold_answer_regex!r} needs one capture group.")
 
 
 @dataclass

@@ -41,9 +41,8 @@ from recipes.common import (
     resume_checkpoint,
 )
 from recipes.evaluation import evaluate_heldout
-from recipes.grpo import build_prompts
+from recipes.grpo import PromptArguments, build_prompts
 from recipes.grpo_trainer import find_expert_bias_model
-from recipes.rejection_sampling import PromptArguments
 from recipes.task import PERSONAS, R1_ZERO_SYSTEM_PROMPT, problem_text, sample_problems
 
 logger = logging.getLogger(__name__)
