@@ -22,8 +22,8 @@ several GPUs; the pipeline itself runs on one process (one GPU or the CPU).
 Resuming: a stage that finished carries `_pipeline_done.json` in its folder and is not run again (delete the folder
 to redo it); a stage that failed runs again and its recipe resumes from the last complete checkpoint in its folder.
 
-After each stage that yields a policy, and for the base, the model answers the held-out problems (greedy decoding
-unless `eval.greedy` is false) and is scored with the project's rewards (`recipes.evaluation`); the scores are
+After each stage that yields a policy, and for the base, the model answers the held-out problems (greedy decoding,
+or sampling at `eval.temperature` when `eval.greedy` is false) and is scored with the project's rewards (`recipes.evaluation`); the scores are
 cached in `<output_dir>/eval`.
 The pipeline ends with `results.json`, `results.md` (one row per stage: accuracy, format compliance, language
 consistency, mean completion length, reflection rate) and `plots/stages.png`.
@@ -136,7 +136,8 @@ class EvalSettings:
     builtin_test_size: int = 100
     max_samples: int = 100
     max_new_tokens: int = 128
-    greedy: bool = True  # else sampled at temperature 1 (seeded)
+    greedy: bool = True  # else sampled at `temperature` (seeded)
+    temperature: float = 0.6  # DeepSeek-R1's evaluation temperature
     base_prompt_template: str = "r1_zero"  # the base model was pretrained on R1-Zero's plain-text template
 
 
@@ -271,7 +272,8 @@ def measure(config: PipelineConfig, name: str, model_path: str, prompt_template:
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True)
     model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=True).to(device)
     metrics = evaluate_heldout(model, tokenizer, heldout_problems(config.eval, prompt_template),
-                               max_new_tokens=config.eval.max_new_tokens, greedy=config.eval.greedy)
+                               max_new_tokens=config.eval.max_new_tokens, greedy=config.eval.greedy,
+                               temperature=config.eval.temperature)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(metrics, indent=2))
     return metrics
