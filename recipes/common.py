@@ -43,20 +43,6 @@ def parse_recipe_args(parser, default_config: Path, argv: list[str] | None = Non
     return parser.parse_args_and_config(argv)
 
 
-def apply_device_defaults(training_args) -> None:
-    """On a machine without a GPU, train on the CPU in fp32 without the user setting anything.
-
-    TRL's configs default to bf16; on a CPU that is slower and `use_cpu` must be set before the device is resolved.
-    """
-    if torch.cuda.is_available():
-        return
-    if training_args.bf16 or training_args.fp16 or not training_args.use_cpu:
-        logger.info("No GPU found: training on the CPU in float32 (use_cpu=True, bf16=False, fp16=False).")
-    training_args.use_cpu = True
-    training_args.bf16 = False
-    training_args.fp16 = False
-
-
 def load_any_dataset(name_or_path: str, config: str | None = None, *, builtin_kwargs: dict | None = None) -> DatasetDict:
     """Load a dataset from the built-in task, a local file or folder, or a Hub id.
 
