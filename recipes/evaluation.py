@@ -3,10 +3,12 @@
     metrics = evaluate_heldout(model, tokenizer, dataset["test"], max_new_tokens=128, greedy=True)
     print(format_comparison_table(before, metrics))
 
-For each held-out problem the model writes one completion (batched, left-padded `generate`); the completions are
-scored with the project's reward functions (`rewards`) and summarised as
+For each held-out problem the model writes one completion, or `samples_per_problem` sampled ones (batched,
+left-padded `generate`); the completions are scored with the project's reward functions (`rewards`) and summarised as
 
-- `accuracy`: share whose extracted answer verifies against the `solution` column;
+- `accuracy`: share whose extracted answer verifies against the `solution` column (with several samples per problem:
+  pass@1 averaged over the samples, as DeepSeek-R1 reports it); `accuracy_stderr`, when asked for, is its standard
+  error over problems;
 - `format_compliance`: share that follows R1's `<think> ... </think> <answer> ... </answer>` format;
 - `language_consistency`: mean share of target-language words in the reasoning, over the completions whose
   reasoning has words (an empty or missing `<think>` block says nothing about language mixing);
@@ -46,18 +48,24 @@ def score_completions(
     solutions: Sequence[str],
     *,
     completion_tokens: Sequence[int] | None = None,
+    samples_per_problem: int | None = None,
     reflection_phrases: Sequence[str] = DEFAULT_REFLECTION_PHRASES,
     language: str = "en",
 ) -> dict[str, float]:
-    """The held-out metrics (see the module docstring) of completions that are already written."""
+    """The held-out metrics (see the module docstring) of completions that are already written.
+
+    With `samples_per_problem` k, completions come in runs of k per problem (problem 0's k, then problem 1's, ...),
+    and `accuracy_stderr` is added.
+    """
     accuracy, format_, language_consistency = (
         rewards.get_reward_func("accuracy"),
         rewards.get_reward_func("format"),
         rewards.get_reward_func("language_consistency", language=language, empty_score=math.nan),
     )
     prompts, completions = list(prompts), list(completions)
+    correct = accuracy(prompts=prompts, completions=completions, solution=list(solutions))
     metrics = {
-        "accuracy": _mean(accuracy(prompts=prompts, completions=completions, solution=list(solutions))),
+        "accuracy": _mean(correct),
         "format_compliance": _mean(
             None if r is None else float(r == 1.0) for r in format_(prompts=prompts, completions=completions)
         ),
@@ -66,7 +74,23 @@ def score_completions(
     }
     if completion_tokens is not None:
         metrics["mean_completion_tokens"] = _mean(completion_tokens)
+    if samples_per_problem is not None:
+        metrics["accuracy_stderr"] = _stderr_over_problems(correct, samples_per_problem)
     return metrics
+
+
+def _stderr_over_problems(correct: Sequence[float], samples_per_problem: int) -> float:
+    """Standard error of the mean accuracy, problems as the unit: runs of `samples_per_problem` scores per problem
+    (None where the reward could not judge)."""
+    if samples_per_problem < 1 or len(correct) % samples_per_problem:
+        raise ValueError(f"{len(correct)} scores do not split into runs of samples_per_problem={samples_per_problem}.")
+    per_problem = [_mean(correct[i : i + samples_per_problem]) for i in range(0, len(correct), samples_per_problem)]
+    per_problem = [p for p in per_problem if not math.isnan(p)]  # (n_problems judged,)
+    n = len(per_problem)
+    if n < 2:
+        return float("nan")
+    mean = sum(per_problem) / n
+    return math.sqrt(sum((p - mean) ** 2 for p in per_problem) / (n - 1) / n)
 
 
 def render_prompts(tokenizer, prompts: Sequence) -> list[str]:
@@ -135,27 +159,48 @@ def evaluate_heldout(
     max_new_tokens: int = 128,
     greedy: bool = True,
     temperature: float = 1.0,
+    samples_per_problem: int = 1,
     batch_size: int = 64,
     seed: int | None = 0,
     reflection_phrases: Sequence[str] = DEFAULT_REFLECTION_PHRASES,
     language: str = "en",
 ) -> dict[str, float]:
-    """Generate one completion per row of `dataset` (columns `prompt`, `solution`) and return R1's metrics.
+    """Answer each row of `dataset` (columns `prompt`, `solution`) `samples_per_problem` times; return R1's metrics
+    with `accuracy_stderr`.
 
     Greedy decoding measures what the model does most of the time; sampling at `temperature` 1 measures what
-    reinforcement learning sees.
+    reinforcement learning sees. Several samples per problem shrink the sampling noise of a sampled measurement.
     """
     missing = [column for column in ("prompt", "solution") if column not in dataset.column_names]
     if missing:
         raise ValueError(f"evaluate_heldout needs the columns {missing}; the dataset has {dataset.column_names}.")
+    if samples_per_problem < 1 or (greedy and samples_per_problem > 1):
+        raise ValueError(f"samples_per_problem must be >= 1, and 1 with greedy decoding (every sample would be the "
+                         f"same), got {samples_per_problem} with greedy={greedy}.")
+    prompts = [prompt for prompt in dataset["prompt"] for _ in range(samples_per_problem)]
+    solutions = [solution for solution in dataset["solution"] for _ in range(samples_per_problem)]
     completions, lengths = generate_completions(
-        model, tokenizer, dataset["prompt"], max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature,
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature,
         batch_size=batch_size, seed=seed,
     )
     return score_completions(
-        dataset["prompt"], completions, dataset["solution"], completion_tokens=lengths,
+        prompts, completions, solutions, completion_tokens=lengths, samples_per_problem=samples_per_problem,
         reflection_phrases=reflection_phrases, language=language,
     )
+
+
+def format_metric(metrics: dict, name: str) -> str:
+    """One metric for a table: shares in percent (with `± stderr` where `<name>_stderr` is known), counts as they are,
+    n/a where the metric could not judge (e.g. language consistency when no completion reasoned in words)."""
+    value = metrics.get(name)
+    if value is None:
+        return ""
+    if math.isnan(value):
+        return "n/a"
+    if name not in SHARE_METRICS:
+        return f"{value:.1f}"
+    stderr = metrics.get(f"{name}_stderr")
+    return f"{100 * value:.1f}%" + ("" if stderr is None or math.isnan(stderr) else f" ± {100 * stderr:.1f}")
 
 
 def format_comparison_table(before: dict, after: dict) -> str:
@@ -165,10 +210,9 @@ def format_comparison_table(before: dict, after: dict) -> str:
     """
     names = [name for name in before if name in after] + [name for name in after if name not in before]
     lines = ["| held-out metric | before | after | change |", "| --- | ---: | ---: | ---: |"]
-    for name in names:
+    for name in (name for name in names if not name.endswith("_stderr")):
         old, new = before.get(name), after.get(name)
         scale, unit = (100, "%") if name in SHARE_METRICS else (1, "")
-        shown = ["" if v is None else f"{scale * v:.1f}{unit}" for v in (old, new)]
         change = "" if old is None or new is None else f"{scale * (new - old):+.1f}" + (" pts" if unit else "")
-        lines.append(f"| {name} | {shown[0]} | {shown[1]} | {change} |")
+        lines.append(f"| {name} | {format_metric(before, name)} | {format_metric(after, name)} | {change} |")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ in training.
 import argparse
 import random
 
-from datasets import Dataset, DatasetDict, concatenate_datasets
+from datasets import Dataset, DatasetDict, Features, Value
 
 from recipes.task import R1_ZERO_SYSTEM_PROMPT, make_prompt, make_splits
 from rewards import strip_think
@@ -177,6 +177,9 @@ def make_preference_splits(seed: int = 0, n_train: int = 1000, n_test: int = 200
     )
 
 
+ALL_SCENARIO_FEATURES = Features({column: Value("string") for column in ("prompt", "problem", "solution", "scenario")})
+
+
 def make_all_scenario_splits(seed: int = 0, n_train: int = 400, n_test: int = 100, general_share: float = 0.5) -> DatasetDict:
     """Reasoning and general prompts mixed for all-scenario RL: columns `prompt`, `problem`, `solution`, `scenario`.
 
@@ -189,37 +192,50 @@ def make_all_scenario_splits(seed: int = 0, n_train: int = 400, n_test: int = 10
     task = make_splits(seed=seed, n_train=n_train - n_general["train"], n_test=n_test - n_general["test"])
     splits = {}
     for split, dataset in task.items():
-        reasoning = dataset.add_column("scenario", ["reasoning"] * len(dataset))
         chat = make_general_chat(n_general[split], seed=seed, heldout=split == "test", system_prompt=None)
-        general = Dataset.from_dict({
-            "prompt": [make_prompt(problem) for problem in chat["problem"]],  # the same R1-Zero template
-            "problem": chat["problem"],
-            "solution": [""] * len(chat),
-            "scenario": ["general"] * len(chat),
-        })
-        splits[split] = concatenate_datasets([reasoning, general.cast(reasoning.features)]).shuffle(seed=seed)
+        general_problems = chat["problem"] if len(chat) else []
+        reasoning_problems = dataset["problem"] if len(dataset) else []
+        splits[split] = Dataset.from_dict({
+            "prompt": [make_prompt(problem) for problem in [*reasoning_problems, *general_problems]],  # one template
+            "problem": [*reasoning_problems, *general_problems],
+            "solution": [*(dataset["solution"] if len(dataset) else []), *([""] * len(general_problems))],
+            "scenario": ["reasoning"] * len(reasoning_problems) + ["general"] * len(general_problems),
+        }, features=ALL_SCENARIO_FEATURES).shuffle(seed=seed)
     return DatasetDict(splits)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Write one of the generated datasets to a folder (`save_to_disk`), for recipes that take a dataset path."""
+def share(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share is in [0, 1], got {text}")
+    return value
+
+
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind", required=True, choices=["chat", "preferences", "all_scenario"], help="Which dataset to write.")
     parser.add_argument("--output_dir", required=True, help="Folder to write (Dataset(Dict).save_to_disk).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the sampling.")
     parser.add_argument("--n_train", type=int, default=400, help="Rows of the train split.")
     parser.add_argument("--n_test", type=int, default=100, help="Rows of the held-out split.")
-    args = parser.parse_args(argv)
+    parser.add_argument("--general_share", type=share, default=0.5,
+                        help="all_scenario: the share of each split that is general (the rest is reasoning).")
+    return parser
+
+
+def write_dataset(args: argparse.Namespace) -> None:
+    """Write one of the generated datasets to a folder (`save_to_disk`), for recipes that take a dataset path."""
     if args.kind == "chat":
         data = DatasetDict(train=make_general_chat(args.n_train, seed=args.seed),
                            test=make_general_chat(args.n_test, seed=args.seed, heldout=True))
     elif args.kind == "preferences":
         data = make_preference_splits(args.seed, args.n_train, args.n_test)
     else:
-        data = make_all_scenario_splits(args.seed, args.n_train, args.n_test)
+        data = make_all_scenario_splits(args.seed, args.n_train, args.n_test, args.general_share)
     data.save_to_disk(args.output_dir)
     print(f"Wrote {args.kind} data to {args.output_dir}: {data}")
 
 
 if __name__ == "__main__":
-    main()
+    write_dataset(make_parser().parse_args())

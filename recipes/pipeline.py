@@ -36,11 +36,11 @@ import argparse
 import gc
 import json
 import logging
-import math
 import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -49,7 +49,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from recipes import distill, general_data, grpo, rejection_sampling, reward_model, sft
 from recipes.common import BUILTIN_DATASET, CONFIGS_DIR, TINY_BASE, parse_recipe_args
-from recipes.evaluation import SHARE_METRICS, evaluate_heldout
+from recipes.evaluation import evaluate_heldout, format_metric
 from recipes.plots import plot_stage_metrics
 from recipes.sft import SFTScriptArguments, load_heldout
 
@@ -69,9 +69,10 @@ NOTE_METRICS = ("kept_reasoning", "general", "pairwise_accuracy")
 # Recipes
 
 
-def run_trl_recipe(module, argv: list[str]) -> None:
-    """A recipe launched by `TrlParser` through `parse_recipe_args` (its embedded YAML unless `--config`)."""
-    module.main(*parse_recipe_args(module.make_parser(), module.DEFAULT_CONFIG, argv))
+def parse_trl_recipe(module, argv: list[str]) -> tuple:
+    """A recipe's arguments as `TrlParser` reads them through `parse_recipe_args` (its embedded YAML unless
+    `--config`)."""
+    return parse_recipe_args(module.make_parser(), module.DEFAULT_CONFIG, argv)
 
 
 @dataclass(frozen=True)
@@ -79,23 +80,29 @@ class Recipe:
     """How the pipeline runs a recipe and what its output is."""
 
     script: str  # the file that runs it alone
-    run: Callable[[list[str]], object]  # runs it on a command line
+    parse: Callable[[list[str]], tuple]  # its arguments from a command line; fails on a bad flag or value
+    main: Callable[..., object]  # runs it on the arguments `parse` returned
     policy: bool  # its output is a causal LM that answers the held-out problems
     hub_id_flag: str | None  # the flag naming its Hub repo (None: it does not push)
 
+    def run(self, argv: list[str]) -> None:
+        self.main(*self.parse(argv))
+
 
 RECIPES = {
-    "grpo": Recipe("recipes/grpo.py", lambda argv: run_trl_recipe(grpo, argv), True, "hub_model_id"),
-    "sft": Recipe("recipes/sft.py", lambda argv: run_trl_recipe(sft, argv), True, "hub_model_id"),
-    "distill": Recipe("recipes/distill.py", lambda argv: run_trl_recipe(distill, argv), True, "hub_model_id"),
+    "grpo": Recipe("recipes/grpo.py", partial(parse_trl_recipe, grpo), grpo.main, True, "hub_model_id"),
+    "sft": Recipe("recipes/sft.py", partial(parse_trl_recipe, sft), sft.main, True, "hub_model_id"),
+    "distill": Recipe("recipes/distill.py", partial(parse_trl_recipe, distill), distill.main, True, "hub_model_id"),
     "reward_model": Recipe(
-        "recipes/reward_model.py", lambda argv: run_trl_recipe(reward_model, argv), False, "hub_model_id"
+        "recipes/reward_model.py", partial(parse_trl_recipe, reward_model), reward_model.main, False, "hub_model_id"
     ),
     "rejection_sampling": Recipe(
-        "recipes/rejection_sampling.py", lambda argv: rejection_sampling.main(*rejection_sampling.parse_args(argv)),
-        False, "hub_dataset_id",
+        "recipes/rejection_sampling.py", rejection_sampling.parse_args, rejection_sampling.main, False, "hub_dataset_id"
     ),
-    "general_data": Recipe("-m recipes.general_data", general_data.main, False, None),
+    "general_data": Recipe(
+        "-m recipes.general_data", lambda argv: (general_data.make_parser().parse_args(argv),),
+        general_data.write_dataset, False, None,
+    ),
 }
 
 
@@ -138,7 +145,16 @@ class EvalSettings:
     max_new_tokens: int = 128
     greedy: bool = True  # else sampled at `temperature` (seeded)
     temperature: float = 0.6  # DeepSeek-R1's evaluation temperature
+    samples_per_problem: int = 1  # sampled answers per problem; accuracy is pass@1 averaged over them
     base_prompt_template: str = "r1_zero"  # the base model was pretrained on R1-Zero's plain-text template
+
+    def __post_init__(self):
+        if self.samples_per_problem < 1 or (self.greedy and self.samples_per_problem > 1):
+            raise ValueError(f"eval.samples_per_problem must be >= 1, and 1 with eval.greedy: true (greedy answers "
+                             f"are all the same); got {self.samples_per_problem} with greedy {self.greedy}.")
+        if not self.greedy and self.temperature <= 0:
+            raise ValueError(f"eval.temperature must be > 0 when sampling, got {self.temperature}; "
+                             "or set eval.greedy: true.")
 
 
 @dataclass
@@ -273,7 +289,7 @@ def measure(config: PipelineConfig, name: str, model_path: str, prompt_template:
     model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=True).to(device)
     metrics = evaluate_heldout(model, tokenizer, heldout_problems(config.eval, prompt_template),
                                max_new_tokens=config.eval.max_new_tokens, greedy=config.eval.greedy,
-                               temperature=config.eval.temperature)
+                               temperature=config.eval.temperature, samples_per_problem=config.eval.samples_per_problem)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -293,22 +309,14 @@ def stage_row(config: PipelineConfig, stage: StageSpec) -> dict:
 
 
 def format_results_table(rows: list[dict]) -> str:
-    """Markdown: one row per stage; shares in percent, lengths in tokens, n/a where a metric could not judge; a note
-    where a stage has no policy."""
+    """Markdown: one row per stage; shares in percent (accuracy ± its standard error), lengths in tokens, n/a where a
+    metric could not judge; a note where a stage has no policy."""
     header = ["stage", "recipe", *TABLE_METRICS, "note"]
     alignment = ["---", "---", *("---:" for _ in TABLE_METRICS), "---"]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(alignment) + " |"]
     for row in rows:
-        cells = [row["stage"], row["recipe"]]
-        for metric in TABLE_METRICS:
-            value = row.get(metric)
-            if value is None:
-                cells.append("")
-            elif math.isnan(value):
-                cells.append("n/a")  # e.g. language consistency when no completion reasoned in words
-            else:
-                cells.append(f"{100 * value:.1f}%" if metric in SHARE_METRICS else f"{value:.1f}")
-        lines.append("| " + " | ".join([*cells, row.get("note", "")]) + " |")
+        cells = [row["stage"], row["recipe"], *(format_metric(row, metric) for metric in TABLE_METRICS), row.get("note", "")]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -322,8 +330,22 @@ def write_results(config: PipelineConfig, rows: list[dict]) -> str:
     return table
 
 
+def check_stage_arguments(config: PipelineConfig) -> None:
+    """Parse every stage's command line with its recipe's parser, so a bad flag or value in a late stage fails before
+    the first stage runs (nothing is loaded)."""
+    for stage in config.stages:
+        argv = stage_argv(config, stage)
+        try:
+            RECIPES[stage.recipe].parse(argv)
+        except (SystemExit, ValueError) as error:  # argparse exits after printing what it refused
+            raise ValueError(f"Stage {stage.name!r}: its arguments do not parse ({error}); fix its `args` in the "
+                             f"pipeline YAML. Command line: {shlex.join(argv)}") from error
+
+
 def run_pipeline(config: PipelineConfig) -> list[dict]:
-    """Run (or resume) every stage in order, measure each policy on the held-out split, write and return the rows."""
+    """Check every stage's arguments, then run (or resume) the stages in order, measure each policy on the held-out
+    split, write and return the rows."""
+    check_stage_arguments(config)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     rows = [{"stage": BASE, "recipe": "", "output": config.base_model,
              **measure(config, BASE, config.base_model, config.eval.base_prompt_template)}]

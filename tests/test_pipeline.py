@@ -3,6 +3,7 @@ a step or two each) that chains every stage, pushes every folder to a mocked Hub
 
 import json
 from concurrent.futures import Future
+from dataclasses import replace
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -12,13 +13,12 @@ from huggingface_hub import HfApi
 from transformers import Trainer
 
 from recipes import pipeline
-from recipes.common import CONFIGS_DIR, TINY_BASE, parse_recipe_args
+from recipes.common import CONFIGS_DIR, TINY_BASE
 from recipes.pipeline import (
     DEFAULT_CONFIG,
     DONE_MARKER,
     RECIPES,
     PipelineConfig,
-    Recipe,
     as_flags,
     format_results_table,
     load_config,
@@ -46,6 +46,8 @@ MICRO = {
     "distill_qwen2": {"dataset_name": "${rejection_sampling}", "max_steps": 1, "per_device_train_batch_size": 4},
     "distill_llama": {"dataset_name": "${rejection_sampling}", "max_steps": 1, "per_device_train_batch_size": 4},
 }
+TRL_RECIPES = ("grpo", "sft", "distill", "reward_model")
+"""Recipes parsed by TrlParser: (script arguments, training arguments, model arguments)."""
 HUB_PREFIX = "me/r1"
 DEEPSEEK_STAGES = ("r1_zero", "cold_start_sft", "reasoning_rl", "rs_sft", "all_scenario_rl")
 """The stages whose model is a DeepseekMini, which ships its code."""
@@ -109,6 +111,16 @@ def test_bad_pipelines_fail_before_any_stage_runs(tmp_path, stages, message):
         PipelineConfig(output_dir=str(tmp_path), stages=stages)
 
 
+@pytest.mark.parametrize("settings, message", [
+    ({"greedy": True, "samples_per_problem": 4}, "1 with eval.greedy"),
+    ({"greedy": False, "samples_per_problem": 0}, "must be >= 1"),
+    ({"greedy": False, "temperature": 0.0}, "eval.temperature must be > 0"),
+])
+def test_bad_eval_settings_fail_before_any_stage_runs(tmp_path, settings, message):
+    with pytest.raises(ValueError, match=message):
+        PipelineConfig(output_dir=str(tmp_path), stages=[{"name": "a", "recipe": "sft"}], eval=settings)
+
+
 @pytest.mark.parametrize("path", PIPELINE_CONFIGS, ids=lambda p: p.name)
 def test_every_stage_of_every_pipeline_config_parses(path, tmp_path):
     """Each stage's command line parses with its recipe's own parser (nothing is loaded or run)."""
@@ -116,22 +128,31 @@ def test_every_stage_of_every_pipeline_config_parses(path, tmp_path):
     assert [s.recipe for s in config.stages].count("grpo") == 3
     for stage in config.stages:
         argv = stage_argv(config, stage)
-        if stage.recipe == "rejection_sampling":  # vLLM (the GPU config's sampler) is checked at parse time
-            pipeline.rejection_sampling.parse_args(argv if find_spec("vllm") else [*argv, "--use_vllm", "false"])
-        elif stage.recipe == "general_data":
-            continue  # plain argparse: parsed when it runs
-        else:
-            module = getattr(pipeline, stage.recipe)
-            _, training_args, _ = parse_recipe_args(module.make_parser(), module.DEFAULT_CONFIG, argv)
-            assert training_args.output_dir == str(tmp_path / stage.name)
+        if stage.recipe == "rejection_sampling" and not find_spec("vllm"):  # the GPU config's sampler, checked here
+            argv += ["--use_vllm", "false"]
+        parsed = RECIPES[stage.recipe].parse(argv)
+        assert parsed[1 if stage.recipe in TRL_RECIPES else 0].output_dir == str(tmp_path / stage.name)
+
+
+def test_a_bad_flag_in_a_late_stage_fails_before_the_first_stage_runs(tmp_path, monkeypatch):
+    config = load_config(DEFAULT_CONFIG, output_dir=str(tmp_path))
+    monkeypatch.setitem(config.stages[-1].args, "num_train_epochz", 3)
+    monkeypatch.setitem(config.stages[6].args, "general_share", 1.5)
+    monkeypatch.setattr(pipeline, "evaluate_heldout", lambda *a, **kw: pytest.fail("the base was measured"))
+    with pytest.raises(ValueError, match="Stage 'all_scenario_data': its arguments do not parse"):
+        run_pipeline(config)
+    config.stages[6].args["general_share"] = 0.25
+    with pytest.raises(ValueError, match="Stage 'distill_llama'.*num_train_epochz"):
+        run_pipeline(config)
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_failing_stage_is_not_marked_done(tmp_path, monkeypatch):
-    def crash(argv):
-        Path(argv[argv.index("--output_dir") + 1]).mkdir(parents=True)
+    def crash(script_args, training_args, model_args):
+        Path(training_args.output_dir).mkdir(parents=True)
         raise RuntimeError("killed")
 
-    monkeypatch.setitem(RECIPES, "sft", Recipe("recipes/sft.py", crash, True, "hub_model_id"))
+    monkeypatch.setitem(RECIPES, "sft", replace(RECIPES["sft"], main=crash))
     config = PipelineConfig(output_dir=str(tmp_path), stages=[{"name": "cold", "recipe": "sft"}])
     with pytest.raises(RuntimeError, match="killed"):
         run_stage(config, config.stages[0])
@@ -148,6 +169,8 @@ def test_results_table_shows_shares_in_percent_and_notes():
     ])
     assert "| base |  | 25.0% | 100.0% | 50.0% | 40.0 | 0.0% |  |" in table
     assert "| r1_zero | grpo | 50.0% | 100.0% | n/a | 8.0 | 0.0% |  |" in table
+    with_stderr = format_results_table([{"stage": "r1", "recipe": "grpo", "accuracy": 0.955, "accuracy_stderr": 0.0071}])
+    assert with_stderr.splitlines()[-1].startswith("| r1 | grpo | 95.5% ± 0.7 |")
     assert table.splitlines()[-1] == "| rs | rejection_sampling |  |  |  |  |  | kept_reasoning 12 |"
 
 
@@ -249,7 +272,7 @@ def test_a_second_run_skips_finished_stages(micro_run, monkeypatch):
     config, rows, _ = micro_run
     ran = []
     for name, recipe in list(RECIPES.items()):
-        monkeypatch.setitem(RECIPES, name, Recipe(recipe.script, ran.append, recipe.policy, recipe.hub_id_flag))
+        monkeypatch.setitem(RECIPES, name, replace(recipe, main=lambda *args: ran.append(args)))
     monkeypatch.setattr(pipeline, "evaluate_heldout", lambda *a, **kw: pytest.fail("measured again"))
     assert json.dumps(run_pipeline(config)) == json.dumps(rows) and ran == []
 
@@ -263,10 +286,10 @@ def test_an_unfinished_stage_reruns_from_its_last_checkpoint(micro_run, monkeypa
     monkeypatch.setattr(Trainer, "_load_from_checkpoint",
                         lambda self, path, *a, **kw: (loaded.append(path), original_load(self, path, *a, **kw)))
     for name, recipe in list(RECIPES.items()):
-        def spy(argv, recipe=recipe, name=name):
+        def spy(*args, recipe=recipe, name=name):
             ran.append(name)
-            recipe.run(argv)
-        monkeypatch.setitem(RECIPES, name, Recipe(recipe.script, spy, recipe.policy, recipe.hub_id_flag))
+            recipe.main(*args)
+        monkeypatch.setitem(RECIPES, name, replace(recipe, main=spy))
     measured = (Path(config.output_dir) / "eval" / "cold_start_sft.json").stat().st_mtime_ns
     cold = next(s for s in config.stages if s.name == "cold_start_sft")
     monkeypatch.setitem(cold.args, "max_steps", 3)

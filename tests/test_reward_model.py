@@ -59,6 +59,15 @@ def test_all_scenario_splits_mix_reasoning_and_general_rows():
         assert row["prompt"].endswith("Assistant: ")
 
 
+@pytest.mark.parametrize("share, scenarios", [(0.0, ["reasoning"]), (1.0, ["general"])])
+def test_all_scenario_splits_can_be_all_one_scenario(share, scenarios):
+    splits = make_all_scenario_splits(n_train=8, n_test=4, general_share=share)
+    assert [sorted(set(split["scenario"])) for split in splits.values()] == [scenarios, scenarios]
+    assert [len(split) for split in splits.values()] == [8, 4]
+    with pytest.raises(ValueError, match=r"general_share must be in \[0, 1\]"):
+        make_all_scenario_splits(general_share=1.5)
+
+
 def run_recipe(tmp_path, *overrides):
     from recipes.common import parse_recipe_args
     from recipes.reward_model import DEFAULT_CONFIG, main, make_parser
