@@ -1,7 +1,7 @@
 """The DeepSeek-R1 pipeline, stage by stage, each stage feeding the next, ending with one table on the held-out split.
 
     python recipes/pipeline.py                                             # the embedded default, on a CPU, offline
-    python recipes/pipeline.py --config recipes/configs/pipeline/qwen2.5-0.5b.yaml
+    python recipes/pipeline.py --config recipes/configs/pipeline/qwen2.5-1.5b.yaml
     python recipes/pipeline.py --output_dir outputs/r1-tiny --hub_prefix me/deepseek-mini-tiny   # push every stage
 
 With no `--config`, `recipes/configs/pipeline/tiny.yaml` runs R1-Zero (GRPO on the base) and R1's four stages
@@ -11,7 +11,8 @@ all-scenario RL with a reward model trained here), then distils the result into 
 The YAML lists the stages in order. Each names a recipe (`grpo`, `sft`, `rejection_sampling`, `reward_model`,
 `distill`, `general_data`), optionally that recipe's YAML (`config`, default its embedded one), and flags (`args`)
 that override it. `${name}` in a flag stands for the output folder of the earlier stage `name` (`${base}` for the
-base model): that is how a stage feeds the next. Stage `name` writes `<output_dir>/<name>`.
+base model): that is how a stage feeds the next. Stage `name` writes `<output_dir>/<name>`. Every stage's command
+line is parsed by its recipe's parser before the first stage runs, so a bad flag in a late stage costs nothing.
 
 Stages run in this process, one after another, by calling each recipe's `main` with its parsed arguments: one
 import of torch/transformers/TRL instead of one per stage (about 10 s each on a CPU), and the recipes share no state
@@ -23,8 +24,9 @@ Resuming: a stage that finished carries `_pipeline_done.json` in its folder and 
 to redo it); a stage that failed runs again and its recipe resumes from the last complete checkpoint in its folder.
 
 After each stage that yields a policy, and for the base, the model answers the held-out problems (greedy decoding,
-or sampling at `eval.temperature` when `eval.greedy` is false) and is scored with the project's rewards (`recipes.evaluation`); the scores are
-cached in `<output_dir>/eval`.
+or `eval.samples_per_problem` samples each at `eval.temperature` when `eval.greedy` is false) and is scored with the
+project's rewards (`recipes.evaluation`; accuracy with its standard error); the scores are cached in
+`<output_dir>/eval`.
 The pipeline ends with `results.json`, `results.md` (one row per stage: accuracy, format compliance, language
 consistency, mean completion length, reflection rate) and `plots/stages.png`.
 
