@@ -27,6 +27,12 @@ BUILTIN_DATASET = "builtin"
 _DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
+def with_default_config(argv: list[str] | None, default_config: Path) -> list[str]:
+    """The command line (`sys.argv[1:]` when None), led by `--config default_config` unless it names a config."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return argv if "--config" in argv else ["--config", str(default_config), *argv]
+
+
 def parse_recipe_args(parser, default_config: Path, argv: list[str] | None = None) -> tuple:
     """Parse a recipe's command line the way every recipe does.
 
@@ -35,9 +41,7 @@ def parse_recipe_args(parser, default_config: Path, argv: list[str] | None = Non
     - No GPU: `--use_cpu true --bf16 false --fp16 false` go first, ahead of the YAML's values (TRL's configs
       default to bf16, which a CPU refuses); flags the user writes come later and still win.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" not in argv:
-        argv = ["--config", str(default_config), *argv]
+    argv = with_default_config(argv, default_config)
     if not torch.cuda.is_available():
         argv = ["--use_cpu", "true", "--bf16", "false", "--fp16", "false", *argv]
     return parser.parse_args_and_config(argv)

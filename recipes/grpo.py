@@ -112,7 +112,7 @@ class GRPOScriptArguments(ScriptArguments, PromptArguments):
     eval_greedy: bool = field(default=True, metadata={"help": "Greedy decoding for the table (else sampling at T=1)."})
 
     def __post_init__(self):
-        PromptArguments.__post_init__(self)
+        super().__post_init__()
         if not self.reward_funcs:
             raise ValueError("reward_funcs is empty: name at least one reward, e.g. --reward_funcs accuracy format.")
 
@@ -129,13 +129,12 @@ def build_prompts(dataset, script_args):
         require_columns(dataset, ["prompt"], where="prompt_template='none'")
         return dataset
     require_columns(dataset, [script_args.problem_column], where=f"prompt_template={script_args.prompt_template!r}")
-    if script_args.prompt_template == "r1_zero":
-        make = lambda problem: R1_ZERO_TEMPLATE.format(problem=problem)
-    else:
-        make = lambda problem: [
-            {"role": "system", "content": R1_ZERO_SYSTEM_PROMPT},
-            {"role": "user", "content": problem},
-        ]
+
+    def make(problem: str):
+        if script_args.prompt_template == "r1_zero":
+            return R1_ZERO_TEMPLATE.format(problem=problem)
+        return [{"role": "system", "content": R1_ZERO_SYSTEM_PROMPT}, {"role": "user", "content": problem}]
+
     column = script_args.problem_column
     return dataset.map(lambda row: {"prompt": make(row[column])}, remove_columns=["prompt"] if "prompt" in dataset.column_names else None)
 

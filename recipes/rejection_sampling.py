@@ -26,7 +26,6 @@ import logging
 import os
 import random
 import re
-import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from importlib.util import find_spec
@@ -38,7 +37,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, TrlParser
 
 import rewards
-from recipes.common import BUILTIN_DATASET, CONFIGS_DIR, TINY_BASE, load_any_dataset, require_columns, write_stage_card
+from recipes.common import (
+    BUILTIN_DATASET,
+    CONFIGS_DIR,
+    TINY_BASE,
+    load_any_dataset,
+    require_columns,
+    with_default_config,
+    write_stage_card,
+)
 from recipes.evaluation import render_prompts
 from recipes.general_data import make_general_chat
 from recipes.grpo import PromptArguments, build_prompts
@@ -520,8 +527,7 @@ def make_parser() -> TrlParser:
 
 def parse_args(argv: list[str] | None = None) -> tuple:
     """The command line: the embedded default YAML unless `--config` is given, then the flags (which win)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    return make_parser().parse_args_and_config(argv if "--config" in argv else ["--config", str(DEFAULT_CONFIG), *argv])
+    return make_parser().parse_args_and_config(with_default_config(argv, DEFAULT_CONFIG))
 
 
 if __name__ == "__main__":

@@ -83,8 +83,8 @@ class SandboxConfig:
 
 @dataclass
 class SandboxResult:
-    """What one run did. `status` is one of "ok", "error" (non-zero exit), "timeout" (wall clock or CPU time), "output_limit",
-    "process_limit", "setup_failed" (the sandbox could not be built: the program never ran)."""
+    """What one run did. `status` is one of "ok", "error" (non-zero exit), "timeout" (wall clock or CPU time),
+    "output_limit", "process_limit", "setup_failed" (the sandbox could not be built: the program never ran)."""
 
     status: str
     returncode: int | None
@@ -251,8 +251,9 @@ def make_result(returncode, stdout: bytes, stderr: bytes, limit_hit, status_line
         status, _, detail = failures[0].partition(" ")
     elif limit_hit:
         status, detail = limit_hit, ""
-    elif returncode in (-signal.SIGXCPU, 128 + signal.SIGXCPU):  # RLIMIT_CPU (128 + signal: as the namespace's
-        status, detail = "timeout", "CPU-time limit (RLIMIT_CPU)"  # init reports it), a time limit like the wall clock
+    elif returncode in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+        # RLIMIT_CPU, a time limit like the wall clock (128 + signal is how the namespace's init reports it)
+        status, detail = "timeout", "CPU-time limit (RLIMIT_CPU)"
     else:
         status, detail = ("ok" if returncode == 0 else "error"), ""
     return SandboxResult(

@@ -2,7 +2,6 @@
 table and plots, two CPU processes keep identical routing biases, and a SIGKILLed run resumes where it stopped."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -29,7 +29,7 @@ NEEDS_NAMESPACES = pytest.mark.skipif(
     reason=f"unprivileged user namespaces are unavailable on this machine ({NAMESPACES_WHY_NOT}); "
     "the audit-mode runs of the same tests still apply",
 )
-MODES = [pytest.param("namespaces", marks=NEEDS_NAMESPACES), "audit"]
+MODES = [pytest.param("namespaces", marks=NEEDS_NAMESPACES), "audit"]  # audit always runs; see NEEDS_NAMESPACES
 
 
 @pytest.fixture(scope="module", params=MODES)
