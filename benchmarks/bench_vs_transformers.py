@@ -433,7 +433,7 @@ def prefill_rows(pair: Pair, sizes: Sizes, runtime: Runtime) -> list[Row]:
     for length in sizes.prefill_lengths:
         ids = runtime.token_ids(1, length, sizes.model["vocab_size"])
 
-        def make_run(model):
+        def make_run(model, ids=ids):
             model.eval()
             return torch.no_grad()(lambda: prefill(model, ids))
 
@@ -459,7 +459,7 @@ def decode_rows(pair: Pair, sizes: Sizes, runtime: Runtime) -> list[Row]:
             with torch.no_grad():
                 prefilled = {id(model): prefill(model.eval(), ids) for model in (pair.ours, pair.peer)}
 
-            def make_run(model):
+            def make_run(model, prefilled=prefilled):
                 cache, next_ids = prefilled[id(model)]
                 cache = copy.deepcopy(cache)
                 return torch.no_grad()(lambda: greedy_decode(model, cache, next_ids, sizes.decode_steps))
@@ -529,7 +529,7 @@ def moe_rows(sizes: Sizes, runtime: Runtime, implementations: list[str], workdir
         x = runtime.randn(sizes.train_batch, sizes.train_seq, sizes.model["hidden_size"])  # (B, T, d)
         grad = runtime.randn(sizes.train_batch, sizes.train_seq, sizes.model["hidden_size"])
 
-        def make_run(model):
+        def make_run(model, x=x, grad=grad):
             mlp = model.train().get_submodule("model.layers.0.mlp")
             mlp.zero_grad(set_to_none=True)
             return lambda: first_output(mlp(x)).backward(grad)
@@ -598,7 +598,7 @@ def grpo_rows(sizes: Sizes, runtime: Runtime, workdir: str, seed: int) -> list[R
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         use_cpu=runtime.device.type == "cpu",
         bf16=runtime.dtype == torch.bfloat16,
         fp16=runtime.dtype == torch.float16,

@@ -26,7 +26,9 @@ def accuracy_batch(n: int) -> tuple[list, list]:
     for i in range(n):
         gold = f"\\frac{{{i + 1}}}{{{i + 2}}}" if i % 2 else str(i * 7)
         answer = gold if i % 4 < 2 else f"{i * 7 + 1}"
-        completions.append([{"role": "assistant", "content": f"<think>Working on {i}.</think><answer>{answer}</answer>"}])
+        completions.append(
+            [{"role": "assistant", "content": f"<think>Working on {i}.</think><answer>{answer}</answer>"}]
+        )
         golds.append(gold)
     return completions, golds
 
@@ -62,16 +64,32 @@ def bench_code(n: int) -> dict:
     assert scores == [1.0] * n, scores
 
     def bare(i):
-        return all(same_output(subprocess.run([sys.executable, "-c", f"{program}\n# {i}"], input=c["input"],
-                                              capture_output=True, text=True, timeout=5, check=False).stdout, c["output"])
-                   for c in cases)
+        return all(
+            same_output(
+                subprocess.run(
+                    [sys.executable, "-c", f"{program}\n# {i}"],
+                    input=c["input"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                    check=False,
+                ).stdout,
+                c["output"],
+            )
+            for c in cases
+        )
 
     with ThreadPoolExecutor(reward.sandbox.max_workers) as pool:
         peer = rate(lambda: list(pool.map(bare, range(n))), n)
-    return {"code_completions_per_s": round(ours, 2), "test_cases_each": len(cases),
-            "sandbox_runs_per_s": round(ours * len(cases), 1), "isolation": reward.sandbox.isolation,
-            "max_workers": reward.sandbox.max_workers, "bare_subprocess_per_s": round(peer, 2),
-            "ratio_vs_bare_subprocess": round(ours / peer, 2)}
+    return {
+        "code_completions_per_s": round(ours, 2),
+        "test_cases_each": len(cases),
+        "sandbox_runs_per_s": round(ours * len(cases), 1),
+        "isolation": reward.sandbox.isolation,
+        "max_workers": reward.sandbox.max_workers,
+        "bare_subprocess_per_s": round(peer, 2),
+        "ratio_vs_bare_subprocess": round(ours / peer, 2),
+    }
 
 
 def main():

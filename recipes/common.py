@@ -1,4 +1,4 @@
-"""What every recipe shares: device defaults, dataset loading, checkpoint discovery and stage model cards.
+"""What every recipe shares: device defaults, dataset loading and stage model cards (resuming: `recipes.checkpoints`).
 
 Recipes stay short `main(script_args, training_args, model_args)` functions; anything two of them need lives here.
 """
@@ -11,8 +11,6 @@ from pathlib import Path
 
 import torch
 from datasets import DatasetDict, load_dataset, load_from_disk
-from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +31,26 @@ def with_default_config(argv: list[str] | None, default_config: Path) -> list[st
     return argv if "--config" in argv else ["--config", str(default_config), *argv]
 
 
+# transformers 5.25 renamed gradient checkpointing to activation checkpointing. The old flags still parse, but lose
+# silently to the new key that the shipped YAMLs set, so a recipe reads them as the new names.
+RENAMED_FLAGS = {
+    "--gradient_checkpointing": "--activation_checkpointing",
+    "--gradient_checkpointing_kwargs": "--activation_checkpointing_kwargs",
+}
+
+
+def rename_deprecated_flags(argv: list[str]) -> list[str]:
+    """`argv` with transformers' deprecated flag names (`--flag value` or `--flag=value`) replaced by the new ones."""
+    renamed = []
+    for arg in argv:
+        flag, equals, value = arg.partition("=")
+        if flag in RENAMED_FLAGS:
+            logger.warning(f"{flag} is transformers' deprecated name for {RENAMED_FLAGS[flag]}: read as the latter.")
+            arg = RENAMED_FLAGS[flag] + equals + value
+        renamed.append(arg)
+    return renamed
+
+
 def parse_recipe_args(parser, default_config: Path, argv: list[str] | None = None) -> tuple:
     """Parse a recipe's command line the way every recipe does.
 
@@ -41,13 +59,15 @@ def parse_recipe_args(parser, default_config: Path, argv: list[str] | None = Non
     - No GPU: `--use_cpu true --bf16 false --fp16 false` go first, ahead of the YAML's values (TRL's configs
       default to bf16, which a CPU refuses); flags the user writes come later and still win.
     """
-    argv = with_default_config(argv, default_config)
+    argv = rename_deprecated_flags(with_default_config(argv, default_config))
     if not torch.cuda.is_available():
         argv = ["--use_cpu", "true", "--bf16", "false", "--fp16", "false", *argv]
     return parser.parse_args_and_config(argv)
 
 
-def load_any_dataset(name_or_path: str, config: str | None = None, *, builtin_kwargs: dict | None = None) -> DatasetDict:
+def load_any_dataset(
+    name_or_path: str, config: str | None = None, *, builtin_kwargs: dict | None = None
+) -> DatasetDict:
     """Load a dataset from the built-in task, a local file or folder, or a Hub id.
 
     - `"builtin"`: the project's synthetic verifiable-reasoning task (`recipes.task.make_splits`).
@@ -85,25 +105,6 @@ def require_columns(dataset, columns: list[str], *, where: str) -> None:
         )
 
 
-def resume_checkpoint(training_args) -> str | None:
-    """The checkpoint to resume from: the one the user named, else the newest complete one in `output_dir`.
-
-    A checkpoint is complete once the Trainer has written its `trainer_state.json`, which it does last; a run killed
-    while saving leaves a folder without it, and resuming then falls back to the checkpoint before.
-    """
-    if training_args.resume_from_checkpoint:
-        return training_args.resume_from_checkpoint
-    output_dir = Path(training_args.output_dir)
-    if not output_dir.is_dir():
-        return None
-    complete = [path for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (path / TRAINER_STATE_NAME).exists()]
-    if not complete:
-        return None
-    checkpoint = max(complete, key=lambda path: int(path.name.rsplit("-", 1)[-1]))
-    logger.warning(f"Resuming from the last complete checkpoint in {output_dir}: {checkpoint}")
-    return str(checkpoint)
-
-
 def write_stage_card(
     output_dir: str,
     *,
@@ -138,8 +139,10 @@ def write_stage_card(
     ]
     if metrics:
         lines += ["", "| held-out metric | value |", "| --- | --- |"]
-        lines += [f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |"
-                  for key, value in metrics.items()]
+        lines += [
+            f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |"
+            for key, value in metrics.items()
+        ]
     with open(os.path.join(output_dir, "README.md"), "a") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -174,10 +177,46 @@ def push_stage_folder(
 
 
 TINY_CAUSAL_LM_PRESETS = {
-    "qwen2-tiny": ("qwen2", {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}),
-    "llama-tiny": ("llama", {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}),
-    "qwen2-small": ("qwen2", {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 4}),
-    "llama-small": ("llama", {"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 4}),
+    "qwen2-tiny": (
+        "qwen2",
+        {
+            "hidden_size": 64,
+            "intermediate_size": 192,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+        },
+    ),
+    "llama-tiny": (
+        "llama",
+        {
+            "hidden_size": 64,
+            "intermediate_size": 192,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+        },
+    ),
+    "qwen2-small": (
+        "qwen2",
+        {
+            "hidden_size": 256,
+            "intermediate_size": 768,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 4,
+        },
+    ),
+    "llama-small": (
+        "llama",
+        {
+            "hidden_size": 256,
+            "intermediate_size": 768,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 4,
+        },
+    ),
 }
 """Small Qwen2 / Llama shapes, built from a config (nothing downloaded): distillation students and reward models."""
 
@@ -187,7 +226,9 @@ def config_from_preset(preset: str, tokenizer, **overrides):
     from transformers import AutoConfig
 
     if preset not in TINY_CAUSAL_LM_PRESETS:
-        raise ValueError(f"Unknown preset {preset!r}: choose one of {sorted(TINY_CAUSAL_LM_PRESETS)}, or give a model path.")
+        raise ValueError(
+            f"Unknown preset {preset!r}: choose one of {sorted(TINY_CAUSAL_LM_PRESETS)}, or give a model path."
+        )
     model_type, shape = TINY_CAUSAL_LM_PRESETS[preset]
     values = {
         "vocab_size": len(tokenizer),
@@ -227,8 +268,14 @@ def finish_stage(
         return
     replace_pickled_training_args(training_args.output_dir, training_args)
     trainer.create_model_card(dataset_name=dataset, tags=["deepseek-mini", stage])
-    write_stage_card(training_args.output_dir, stage=stage, parent=parent, dataset=dataset,
-                     hyperparameters=hyperparameters, metrics=metrics)
+    write_stage_card(
+        training_args.output_dir,
+        stage=stage,
+        parent=parent,
+        dataset=dataset,
+        hyperparameters=hyperparameters,
+        metrics=metrics,
+    )
     if training_args.push_to_hub:
         push_stage_folder(
             training_args.output_dir,

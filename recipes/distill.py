@@ -2,7 +2,7 @@
 
     accelerate launch recipes/distill.py                                     # the embedded default
     accelerate launch recipes/distill.py --teacher_model_name_or_path outputs/r1 --student_preset llama-tiny
-    accelerate launch recipes/distill.py --dataset_name outputs/rejection-sampling --model_name_or_path Qwen/Qwen2.5-0.5B
+    accelerate launch recipes/distill.py --dataset_name out/rejection-sampling --model_name_or_path Qwen/Qwen2.5-1.5B
 
 Traces: with `dataset_name` unset, the teacher answers the prompts of `prompts_dataset_name` (`trace_num_generations`
 samples each) and its answers are curated with rejection sampling's filters (correct, well formed, one language, not
@@ -31,6 +31,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 from trl.experimental.gkd import GKDConfig, GKDTrainer
 
 import modeling_deepseek_mini  # noqa: F401  (registers DeepseekMini with the Auto classes)
+from recipes.checkpoints import resume_checkpoint
 from recipes.common import (
     BUILTIN_DATASET,
     CONFIGS_DIR,
@@ -40,8 +41,8 @@ from recipes.common import (
     finish_stage,
     load_any_dataset,
     parse_recipe_args,
-    resume_checkpoint,
 )
+from recipes.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.rejection_sampling import (
     RejectionSamplingArguments,
     SamplingConfig,
@@ -72,7 +73,10 @@ class DistillScriptArguments(ScriptArguments, HeldoutArguments):
     )
     prompts_dataset_name: str = field(
         default=BUILTIN_DATASET,
-        metadata={"help": f"Prompts the teacher answers: '{BUILTIN_DATASET}' (the arithmetic task), a Hub id, a file or a folder."},
+        metadata={
+            "help": f"Prompts the teacher answers: '{BUILTIN_DATASET}' (the arithmetic task), a Hub id, a file or "
+            "a folder."
+        },
     )
     max_prompts: int = field(default=256, metadata={"help": "Prompts the teacher answers."})
     trace_num_generations: int = field(default=4, metadata={"help": "Teacher samples per prompt before curation."})
@@ -82,7 +86,10 @@ class DistillScriptArguments(ScriptArguments, HeldoutArguments):
     trace_use_vllm: bool = field(default=False, metadata={"help": "Write the traces with vLLM (must be installed)."})
     student_preset: str = field(
         default="qwen2-tiny",
-        metadata={"help": f"Student built from a config when model_name_or_path is unset: one of {sorted(TINY_CAUSAL_LM_PRESETS)}."},
+        metadata={
+            "help": "Student built from a config when model_name_or_path is unset: one of "
+            f"{sorted(TINY_CAUSAL_LM_PRESETS)}."
+        },
     )
     student_tokenizer_name_or_path: str | None = field(
         default=None,
@@ -90,8 +97,10 @@ class DistillScriptArguments(ScriptArguments, HeldoutArguments):
     )
     distillation_loss: str = field(
         default="sft",
-        metadata={"help": "'sft' (next-token loss on the traces, as R1) or 'gkd' (also match the teacher's logits; "
-                  "GKDConfig's beta, lmbda, temperature apply). gkd needs teacher and student to share a vocabulary."},
+        metadata={
+            "help": "'sft' (next-token loss on the traces, as R1) or 'gkd' (also match the teacher's logits; "
+            "GKDConfig's beta, lmbda, temperature apply). gkd needs teacher and student to share a vocabulary."
+        },
     )
     builtin_train_size: int = field(default=2000, metadata={"help": "Train problems of the built-in task."})
 
@@ -100,9 +109,13 @@ class DistillScriptArguments(ScriptArguments, HeldoutArguments):
         if self.distillation_loss not in DISTILLATION_LOSSES:
             raise ValueError(f"distillation_loss must be one of {DISTILLATION_LOSSES}, got {self.distillation_loss!r}.")
         if self.student_preset not in TINY_CAUSAL_LM_PRESETS:
-            raise ValueError(f"student_preset must be one of {sorted(TINY_CAUSAL_LM_PRESETS)}, got {self.student_preset!r}.")
+            raise ValueError(
+                f"student_preset must be one of {sorted(TINY_CAUSAL_LM_PRESETS)}, got {self.student_preset!r}."
+            )
         if min(self.max_prompts, self.trace_num_generations, self.trace_max_new_tokens, self.trace_max_per_prompt) < 1:
-            raise ValueError("max_prompts, trace_num_generations, trace_max_new_tokens and trace_max_per_prompt must be >= 1.")
+            raise ValueError(
+                "max_prompts, trace_num_generations, trace_max_new_tokens and trace_max_per_prompt must be >= 1."
+            )
 
 
 def teacher_name(training_args: GKDConfig) -> str:
@@ -116,7 +129,7 @@ def teacher_name(training_args: GKDConfig) -> str:
 
 def write_traces(script_args: DistillScriptArguments, training_args: GKDConfig, model_args: ModelConfig) -> Dataset:
     """The teacher's curated traces for the prompt set, as `messages`; saved with their statistics under
-    `<output_dir>/traces`."""
+    `<output_dir>/traces` (by the main process; launched as several, the processes share the sampling)."""
     traces_dir = os.path.join(training_args.output_dir, "traces")
     rs_args = RejectionSamplingArguments(
         dataset_name=script_args.prompts_dataset_name,
@@ -133,22 +146,27 @@ def write_traces(script_args: DistillScriptArguments, training_args: GKDConfig, 
         output_dir=traces_dir,
     )
     sampling = SamplingConfig(
-        num_generations=script_args.trace_num_generations, temperature=script_args.trace_temperature,
-        max_new_tokens=script_args.trace_max_new_tokens, use_vllm=script_args.trace_use_vllm, seed=training_args.seed,
+        num_generations=script_args.trace_num_generations,
+        temperature=script_args.trace_temperature,
+        max_new_tokens=script_args.trace_max_new_tokens,
+        use_vllm=script_args.trace_use_vllm,
+        seed=training_args.seed,
         trust_remote_code=training_args.trust_remote_code,
     )
     teacher_args = ModelConfig(model_name_or_path=teacher_name(training_args), dtype=model_args.dtype)
     rows, stats = sample_and_filter(teacher_args, rs_args, sampling)
-    print(format_stats({**stats, "general": 0}))
+    if training_args.process_index == 0:
+        print(format_stats({**stats, "general": 0}))
     if not rows:
         raise RuntimeError(
-            f"The teacher {teacher_name(training_args)} wrote no trace that passed curation ({stats['removed']}): raise "
-            "trace_num_generations or max_prompts, use a stronger teacher, or give traces with dataset_name."
+            f"The teacher {teacher_name(training_args)} wrote no trace that passed curation ({stats['removed']}): "
+            "raise trace_num_generations or max_prompts, use a stronger teacher, or give traces with dataset_name."
         )
-    traces = Dataset.from_list(rows)
-    write_dataset(traces, traces_dir)
-    with open(os.path.join(traces_dir, "filter_stats.json"), "w") as f:
-        json.dump(stats, f, indent=2)
+    traces = Dataset.from_list(rows)  # the same on every process: each sampled a share, all gathered every row
+    if training_args.process_index == 0:
+        write_dataset(traces, traces_dir)
+        with open(os.path.join(traces_dir, "filter_stats.json"), "w") as f:
+            json.dump(stats, f, indent=2)
     return traces
 
 
@@ -187,8 +205,11 @@ def load_student(script_args: DistillScriptArguments, training_args: GKDConfig, 
         name = model_args.model_name_or_path
         tokenizer = AutoTokenizer.from_pretrained(name, revision=model_args.model_revision, trust_remote_code=trust)
         model = AutoModelForCausalLM.from_pretrained(
-            name, revision=model_args.model_revision, trust_remote_code=trust,
-            attn_implementation=model_args.attn_implementation, dtype=model_args.dtype,
+            name,
+            revision=model_args.model_revision,
+            trust_remote_code=trust,
+            attn_implementation=model_args.attn_implementation,
+            dtype=model_args.dtype,
         )
         return model, tokenizer, name
     tokenizer_name = script_args.student_tokenizer_name_or_path or teacher_name(training_args)
@@ -210,20 +231,29 @@ def check_shared_vocabulary(teacher_tokenizer, student_tokenizer) -> None:
 
 def make_gkd_trainer(student, tokenizer, traces, script_args, training_args: GKDConfig, model_args: ModelConfig):
     """TRL's GKDTrainer: the student matches the teacher's token distributions on the traces."""
-    teacher_tokenizer = AutoTokenizer.from_pretrained(teacher_name(training_args), trust_remote_code=training_args.trust_remote_code)
+    teacher_tokenizer = AutoTokenizer.from_pretrained(
+        teacher_name(training_args), trust_remote_code=training_args.trust_remote_code
+    )
     check_shared_vocabulary(teacher_tokenizer, tokenizer)
     teacher = AutoModelForCausalLM.from_pretrained(
         teacher_name(training_args), trust_remote_code=training_args.trust_remote_code, dtype=model_args.dtype
     )
     return GKDTrainer(
-        model=student, teacher_model=teacher, args=training_args, train_dataset=traces.select_columns(["messages"]),
-        processing_class=tokenizer, peft_config=get_peft_config(model_args),
+        model=student,
+        teacher_model=teacher,
+        args=tolerate_unreached_parameters(training_args),
+        callbacks=[UnreachedParametersCallback()],
+        train_dataset=traces.select_columns(["messages"]),
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
     )
 
 
 def main(script_args: DistillScriptArguments, training_args: GKDConfig, model_args: ModelConfig):
     set_seed(training_args.seed)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
+    )
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
 
     # Data: the teacher's traces, and the held-out problems
@@ -234,8 +264,10 @@ def main(script_args: DistillScriptArguments, training_args: GKDConfig, model_ar
     # Student
     student, tokenizer, student_name = load_student(script_args, training_args, model_args)
     if training_args.assistant_only_loss and not tokenizer.chat_template:
-        raise ValueError(f"The student's tokenizer ({student_name}) has no chat template, which assistant_only_loss "
-                         "needs: set --chat_template_path, or --assistant_only_loss false.")
+        raise ValueError(
+            f"The student's tokenizer ({student_name}) has no chat template, which assistant_only_loss "
+            "needs: set --chat_template_path, or --assistant_only_loss false."
+        )
 
     # Trainer
     if script_args.distillation_loss == "gkd":
@@ -257,7 +289,9 @@ def main(script_args: DistillScriptArguments, training_args: GKDConfig, model_ar
             json.dump(metrics, f, indent=2)
 
     # Save, card, push
-    traces_source = script_args.dataset_name or f"traces of {teacher_name(training_args)} on {script_args.prompts_dataset_name}"
+    traces_source = (
+        script_args.dataset_name or f"traces of {teacher_name(training_args)} on {script_args.prompts_dataset_name}"
+    )
     hyperparameters = {
         "teacher": teacher_name(training_args),
         "student": student_name,
@@ -270,9 +304,18 @@ def main(script_args: DistillScriptArguments, training_args: GKDConfig, model_ar
         "max_length": training_args.max_length,
     }
     if script_args.distillation_loss == "gkd":
-        hyperparameters.update(beta=training_args.beta, lmbda=training_args.lmbda, temperature=training_args.temperature)
-    finish_stage(trainer, training_args, stage="distill", parent=student_name, dataset=traces_source,
-                 hyperparameters=hyperparameters, metrics=metrics)
+        hyperparameters.update(
+            beta=training_args.beta, lmbda=training_args.lmbda, temperature=training_args.temperature
+        )
+    finish_stage(
+        trainer,
+        training_args,
+        stage="distill",
+        parent=student_name,
+        dataset=traces_source,
+        hyperparameters=hyperparameters,
+        metrics=metrics,
+    )
     return trainer
 
 

@@ -125,7 +125,9 @@ def generate_completions(
     if tokenizer.pad_token_id is None:
         raise ValueError("The tokenizer has no pad token, which batched generation needs: set `tokenizer.pad_token`.")
     texts = render_prompts(tokenizer, prompts)
-    sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+    sampling = (
+        {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+    )
     was_training = model.training
     model.eval()
     completions, lengths = [], []
@@ -135,12 +137,18 @@ def generate_completions(
             torch.manual_seed(seed)
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(
-                texts[start : start + batch_size], return_tensors="pt", padding=True, padding_side="left",
+                texts[start : start + batch_size],
+                return_tensors="pt",
+                padding=True,
+                padding_side="left",
                 add_special_tokens=False,
             ).to(model.device)
             output = model.generate(
-                **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id, **sampling,
+                **batch,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                **sampling,
             )
             generated = output[:, batch["input_ids"].shape[1] :]  # (B, T_new)
             finished = generated == tokenizer.eos_token_id  # (B, T_new)
@@ -175,17 +183,30 @@ def evaluate_heldout(
     if missing:
         raise ValueError(f"evaluate_heldout needs the columns {missing}; the dataset has {dataset.column_names}.")
     if samples_per_problem < 1 or (greedy and samples_per_problem > 1):
-        raise ValueError(f"samples_per_problem must be >= 1, and 1 with greedy decoding (every sample would be the "
-                         f"same), got {samples_per_problem} with greedy={greedy}.")
+        raise ValueError(
+            f"samples_per_problem must be >= 1, and 1 with greedy decoding (every sample would be the "
+            f"same), got {samples_per_problem} with greedy={greedy}."
+        )
     prompts = [prompt for prompt in dataset["prompt"] for _ in range(samples_per_problem)]
     solutions = [solution for solution in dataset["solution"] for _ in range(samples_per_problem)]
     completions, lengths = generate_completions(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature,
-        batch_size=batch_size, seed=seed,
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        greedy=greedy,
+        temperature=temperature,
+        batch_size=batch_size,
+        seed=seed,
     )
     return score_completions(
-        prompts, completions, solutions, completion_tokens=lengths, samples_per_problem=samples_per_problem,
-        reflection_phrases=reflection_phrases, language=language,
+        prompts,
+        completions,
+        solutions,
+        completion_tokens=lengths,
+        samples_per_problem=samples_per_problem,
+        reflection_phrases=reflection_phrases,
+        language=language,
     )
 
 

@@ -76,7 +76,12 @@ FACTS = (
 )
 """(subject, question, helpful answer): the knowledge behind every general sample."""
 
-QUESTION_FORMS = ("{question}", "Can you tell me this: {question}", "Quick question. {question}", "Please answer: {question}")
+QUESTION_FORMS = (
+    "{question}",
+    "Can you tell me this: {question}",
+    "Quick question. {question}",
+    "Please answer: {question}",
+)
 POLITE_FORMS = ("{answer}", "Sure! {answer}", "Good question. {answer}", "{answer} I hope this helps.")
 RUDE_REMARKS = (
     "What a stupid question.",
@@ -111,7 +116,9 @@ def _polite(fact, rng: random.Random) -> str:
     return rng.choice(POLITE_FORMS).format(answer=fact[2])
 
 
-def make_general_chat(n: int, *, seed: int = 0, heldout: bool = False, system_prompt: str | None = R1_ZERO_SYSTEM_PROMPT) -> Dataset:
+def make_general_chat(
+    n: int, *, seed: int = 0, heldout: bool = False, system_prompt: str | None = R1_ZERO_SYSTEM_PROMPT
+) -> Dataset:
     """`n` general chat samples as `messages` (system, user, assistant), with `problem` and `source` columns.
 
     The system prompt defaults to R1's, so general samples share the reasoning samples' layout in the SFT mix.
@@ -124,8 +131,11 @@ def make_general_chat(n: int, *, seed: int = 0, heldout: bool = False, system_pr
         fact = rng.choice(facts)
         question = _question(fact, rng)
         system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        messages = [*system, {"role": "user", "content": question},
-                    {"role": "assistant", "content": r1_response(fact[0], _polite(fact, rng))}]
+        messages = [
+            *system,
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": r1_response(fact[0], _polite(fact, rng))},
+        ]
         rows.append({"messages": messages, "problem": question, "source": "general"})
     return Dataset.from_list(rows)
 
@@ -137,7 +147,9 @@ def _rejected(kind: str, fact, facts, rng: random.Random) -> str:
     if kind == "rude_summary":
         return r1_response(fact[0], f"{rng.choice(RUDE_REMARKS)} {fact[2]}")
     if kind == "rude_thinking":
-        return r1_response(fact[0], _polite(fact, rng), thought=f"{rng.choice(RUDE_REMARKS)} The user asks about {fact[0]}.")
+        return r1_response(
+            fact[0], _polite(fact, rng), thought=f"{rng.choice(RUDE_REMARKS)} The user asks about {fact[0]}."
+        )
     return r1_response(fact[0], "", thought="")
 
 
@@ -159,17 +171,24 @@ def make_preference_pairs(n: int, *, seed: int = 0, heldout: bool = False, summa
         view = "summary" if kind != "rude_thinking" and rng.random() < summary_share else "full"
         if view == "summary":
             chosen, rejected = strip_think(chosen), strip_think(rejected)  # what the helpfulness judge reads
-        rows.append({
-            "prompt": [{"role": "system", "content": R1_ZERO_SYSTEM_PROMPT}, {"role": "user", "content": _question(fact, rng)}],
-            "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}],
-            "kind": kind,
-            "view": view,
-        })
+        rows.append(
+            {
+                "prompt": [
+                    {"role": "system", "content": R1_ZERO_SYSTEM_PROMPT},
+                    {"role": "user", "content": _question(fact, rng)},
+                ],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+                "kind": kind,
+                "view": view,
+            }
+        )
     return Dataset.from_list(rows)
 
 
-def make_preference_splits(seed: int = 0, n_train: int = 1000, n_test: int = 200, summary_share: float = 0.5) -> DatasetDict:
+def make_preference_splits(
+    seed: int = 0, n_train: int = 1000, n_test: int = 200, summary_share: float = 0.5
+) -> DatasetDict:
     """Train and held-out preference pairs; the held-out pairs ask about facts that no train pair mentions."""
     return DatasetDict(
         train=make_preference_pairs(n_train, seed=seed, heldout=False, summary_share=summary_share),
@@ -180,7 +199,9 @@ def make_preference_splits(seed: int = 0, n_train: int = 1000, n_test: int = 200
 ALL_SCENARIO_FEATURES = Features({column: Value("string") for column in ("prompt", "problem", "solution", "scenario")})
 
 
-def make_all_scenario_splits(seed: int = 0, n_train: int = 400, n_test: int = 100, general_share: float = 0.5) -> DatasetDict:
+def make_all_scenario_splits(
+    seed: int = 0, n_train: int = 400, n_test: int = 100, general_share: float = 0.5
+) -> DatasetDict:
     """Reasoning and general prompts mixed for all-scenario RL: columns `prompt`, `problem`, `solution`, `scenario`.
 
     Reasoning rows are the built-in task's (with their gold `solution`); general rows are questions with an empty
@@ -195,12 +216,17 @@ def make_all_scenario_splits(seed: int = 0, n_train: int = 400, n_test: int = 10
         chat = make_general_chat(n_general[split], seed=seed, heldout=split == "test", system_prompt=None)
         general_problems = chat["problem"] if len(chat) else []
         reasoning_problems = dataset["problem"] if len(dataset) else []
-        splits[split] = Dataset.from_dict({
-            "prompt": [make_prompt(problem) for problem in [*reasoning_problems, *general_problems]],  # one template
-            "problem": [*reasoning_problems, *general_problems],
-            "solution": [*(dataset["solution"] if len(dataset) else []), *([""] * len(general_problems))],
-            "scenario": ["reasoning"] * len(reasoning_problems) + ["general"] * len(general_problems),
-        }, features=ALL_SCENARIO_FEATURES).shuffle(seed=seed)
+        splits[split] = Dataset.from_dict(
+            {
+                "prompt": [
+                    make_prompt(problem) for problem in [*reasoning_problems, *general_problems]
+                ],  # one template
+                "problem": [*reasoning_problems, *general_problems],
+                "solution": [*(dataset["solution"] if len(dataset) else []), *([""] * len(general_problems))],
+                "scenario": ["reasoning"] * len(reasoning_problems) + ["general"] * len(general_problems),
+            },
+            features=ALL_SCENARIO_FEATURES,
+        ).shuffle(seed=seed)
     return DatasetDict(splits)
 
 
@@ -214,21 +240,29 @@ def share(text: str) -> float:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kind", required=True, choices=["chat", "preferences", "all_scenario"], help="Which dataset to write.")
+    parser.add_argument(
+        "--kind", required=True, choices=["chat", "preferences", "all_scenario"], help="Which dataset to write."
+    )
     parser.add_argument("--output_dir", required=True, help="Folder to write (Dataset(Dict).save_to_disk).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the sampling.")
     parser.add_argument("--n_train", type=int, default=400, help="Rows of the train split.")
     parser.add_argument("--n_test", type=int, default=100, help="Rows of the held-out split.")
-    parser.add_argument("--general_share", type=share, default=0.5,
-                        help="all_scenario: the share of each split that is general (the rest is reasoning).")
+    parser.add_argument(
+        "--general_share",
+        type=share,
+        default=0.5,
+        help="all_scenario: the share of each split that is general (the rest is reasoning).",
+    )
     return parser
 
 
 def write_dataset(args: argparse.Namespace) -> None:
     """Write one of the generated datasets to a folder (`save_to_disk`), for recipes that take a dataset path."""
     if args.kind == "chat":
-        data = DatasetDict(train=make_general_chat(args.n_train, seed=args.seed),
-                           test=make_general_chat(args.n_test, seed=args.seed, heldout=True))
+        data = DatasetDict(
+            train=make_general_chat(args.n_train, seed=args.seed),
+            test=make_general_chat(args.n_test, seed=args.seed, heldout=True),
+        )
     elif args.kind == "preferences":
         data = make_preference_splits(args.seed, args.n_train, args.n_test)
     else:

@@ -19,6 +19,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
+from recipes.checkpoints import resume_checkpoint
 from recipes.common import (
     BUILTIN_DATASET,
     CONFIGS_DIR,
@@ -27,7 +28,6 @@ from recipes.common import (
     load_any_dataset,
     parse_recipe_args,
     require_columns,
-    resume_checkpoint,
 )
 from recipes.evaluation import evaluate_heldout, format_comparison_table
 from recipes.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
@@ -71,7 +71,9 @@ class PromptArguments:
             try:
                 groups = re.compile(self.gold_answer_regex).groups
             except re.error as error:
-                raise ValueError(f"gold_answer_regex {self.gold_answer_regex!r} is not a valid regex: {error}") from None
+                raise ValueError(
+                    f"gold_answer_regex {self.gold_answer_regex!r} is not a valid regex: {error}"
+                ) from None
             if groups < 1:
                 raise ValueError(f"gold_answer_regex {self.gold_answer_regex!r} needs one capture group.")
 
@@ -136,7 +138,10 @@ def build_prompts(dataset, script_args):
         return [{"role": "system", "content": R1_ZERO_SYSTEM_PROMPT}, {"role": "user", "content": problem}]
 
     column = script_args.problem_column
-    return dataset.map(lambda row: {"prompt": make(row[column])}, remove_columns=["prompt"] if "prompt" in dataset.column_names else None)
+    return dataset.map(
+        lambda row: {"prompt": make(row[column])},
+        remove_columns=["prompt"] if "prompt" in dataset.column_names else None,
+    )
 
 
 def extract_gold(solution: str, pattern: re.Pattern) -> str:
@@ -159,11 +164,17 @@ def heldout_metrics(model, tokenizer, dataset, script_args, training_args) -> di
 
 def main(script_args, training_args, model_args):
     set_seed(training_args.seed)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
+    )
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
 
     # Data
-    builtin = {"seed": script_args.builtin_seed, "n_train": script_args.builtin_train_size, "n_test": script_args.builtin_test_size}
+    builtin = {
+        "seed": script_args.builtin_seed,
+        "n_train": script_args.builtin_train_size,
+        "n_test": script_args.builtin_test_size,
+    }
     dataset = load_any_dataset(script_args.dataset_name, script_args.dataset_config, builtin_kwargs=builtin)
     dataset = {split: build_prompts(dataset[split], script_args) for split in dataset}
     train_dataset = dataset[script_args.dataset_train_split]
@@ -177,7 +188,9 @@ def main(script_args, training_args, model_args):
     # Model (the shipped tiny base unless a model is named)
     model_args.model_name_or_path = model_args.model_name_or_path or str(TINY_BASE)
     tokenizer = AutoTokenizer.from_pretrained(
-        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
     )
     model = AutoModelForCausalLM.from_pretrained(
         model_args.model_name_or_path,

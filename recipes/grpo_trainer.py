@@ -15,6 +15,7 @@ Any other causal LM (Qwen2, Llama, with or without LoRA) trains exactly as with 
 """
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -23,7 +24,10 @@ from trl import GRPOConfig, GRPOTrainer
 
 import rewards
 from modeling_deepseek_mini import ExpertBiasUpdateCallback
+from recipes.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.evaluation import is_reflective
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_REFLECTION_PHRASES = ["wait", "let me check", "verify", "double-check", "re-check", "recheck"]
 
@@ -65,7 +69,7 @@ class DeepseekGRPOConfig(GRPOConfig):
                 self.reward_params = json.loads(self.reward_params)
             except json.JSONDecodeError as error:
                 raise ValueError(
-                    f"reward_params must be a JSON object such as '{{\"cosine\": {{\"max_len\": 256}}}}', "
+                    f'reward_params must be a JSON object such as \'{{"cosine": {{"max_len": 256}}}}\', '
                     f"got {self.reward_params!r}: {error}"
                 ) from None
         if self.reward_params is not None and not isinstance(self.reward_params, dict):
@@ -94,7 +98,9 @@ def resolve_reward_funcs(reward_funcs, reward_params: dict | None) -> list:
             "Add them to reward_funcs or remove their parameters."
         )
     return [
-        rewards.get_reward_func(func, **params.get(func, {})) if isinstance(func, str) and not is_model_id(func) else func
+        rewards.get_reward_func(func, **params.get(func, {}))
+        if isinstance(func, str) and not is_model_id(func)
+        else func
         for func in reward_funcs
     ]
 
@@ -110,13 +116,23 @@ def find_expert_bias_model(model):
 
 
 def freeze_mtp_modules(model) -> None:
-    """Freeze the multi-token-prediction modules, which GRPO's loss never runs (TRL's fused head reads the backbone).
+    """Freeze the multi-token-prediction modules, which GRPO's loss never runs (TRL's fused head reads the backbone),
+    and say so in the log.
 
-    Frozen, they take no optimizer state and data-parallel training does not wait for gradients they never get.
+    RL trains the policy's next-token distribution, which is all that MTP's extra predictions would be trained
+    against here too; frozen, they take no optimizer state and data-parallel training does not wait for gradients
+    they never get. (What any other loss leaves out is named by `recipes.data_parallel`.)
     """
+    frozen = 0
     for module in model.modules():
         for mtp_layer in getattr(module, "mtp_layers", ()):  # DeepseekMini backbones list their MTP modules
+            frozen += sum(p.numel() for p in mtp_layer.parameters() if p.requires_grad)
             mtp_layer.requires_grad_(False)
+    if frozen:
+        logger.warning(
+            f"GRPO's loss does not run the multi-token-prediction modules: their {frozen:,} parameters are frozen "
+            "and saved as they were loaded."
+        )
 
 
 class DeepseekGRPOTrainer(GRPOTrainer):
@@ -131,7 +147,9 @@ class DeepseekGRPOTrainer(GRPOTrainer):
         reward_funcs = resolve_reward_funcs(reward_funcs, args.reward_params)
         if train_dataset is not None and hasattr(train_dataset, "column_names"):
             rewards.check_columns([f for f in reward_funcs if callable(f)], train_dataset.column_names)
+        tolerate_unreached_parameters(args)  # any launch mode, any model: see recipes/data_parallel.py
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
+        self.add_callback(UnreachedParametersCallback())
 
         self._signal_format = rewards.get_reward_func("format")
         self._signal_accuracy = rewards.get_reward_func("accuracy")
@@ -156,19 +174,29 @@ class DeepseekGRPOTrainer(GRPOTrainer):
         otherwise it is computed when the data has a `solution` column.
         """
         mode = "train" if self.model.training else "eval"
-        columns = {key: [example[key] for example in inputs] for key in inputs[0] if key not in ("prompt", "completion")}
+        columns = {
+            key: [example[key] for example in inputs] for key in inputs[0] if key not in ("prompt", "completion")
+        }
         texts = [rewards.completion_text(c) for c in completions]
         local = {
-            "r1/format_compliance": [float(r == 1.0) for r in self._signal_format(prompts=prompts, completions=completions)],
+            "r1/format_compliance": [
+                float(r == 1.0) for r in self._signal_format(prompts=prompts, completions=completions)
+            ],
             "r1/reflection_rate": [float(is_reflective(t, self.args.reflection_phrases)) for t in texts],
             "r1/language_consistency": self._signal_language(prompts=prompts, completions=completions),
         }
         if "accuracy" in self.reward_func_names:
             accuracy = rewards_per_func[:, self.reward_func_names.index("accuracy")]  # (B*G,) all processes
             scored = accuracy[~accuracy.isnan()]
-            self._metrics[mode]["r1/accuracy"].append((scored == 1.0).float().mean().item() if len(scored) else torch.nan)
+            self._metrics[mode]["r1/accuracy"].append(
+                (scored == 1.0).float().mean().item() if len(scored) else torch.nan
+            )
         elif "solution" in columns:
-            local["r1/accuracy"] = self._signal_accuracy(prompts=prompts, completions=completions, solution=columns["solution"])
+            local["r1/accuracy"] = self._signal_accuracy(
+                prompts=prompts, completions=completions, solution=columns["solution"]
+            )
         for name, values in local.items():
-            values = torch.tensor([torch.nan if v is None else float(v) for v in values], device=self.accelerator.device)
+            values = torch.tensor(
+                [torch.nan if v is None else float(v) for v in values], device=self.accelerator.device
+            )
             self._metrics[mode][name].append(torch.nanmean(self.accelerator.gather(values)).item())

@@ -102,8 +102,11 @@ RECIPES = {
         "recipes/rejection_sampling.py", rejection_sampling.parse_args, rejection_sampling.main, False, "hub_dataset_id"
     ),
     "general_data": Recipe(
-        "-m recipes.general_data", lambda argv: (general_data.make_parser().parse_args(argv),),
-        general_data.write_dataset, False, None,
+        "-m recipes.general_data",
+        lambda argv: (general_data.make_parser().parse_args(argv),),
+        general_data.write_dataset,
+        False,
+        None,
     ),
 }
 
@@ -128,8 +131,9 @@ class StageSpec:
         if self.eval_prompt_template not in grpo.PROMPT_TEMPLATES:
             raise ValueError(f"Stage {self.name!r}: eval_prompt_template must be one of {grpo.PROMPT_TEMPLATES}.")
         if "output_dir" in self.args:
-            raise ValueError(f"Stage {self.name!r}: leave output_dir out of args; the stage writes "
-                             f"<output_dir>/{self.name}.")
+            raise ValueError(
+                f"Stage {self.name!r}: leave output_dir out of args; the stage writes <output_dir>/{self.name}."
+            )
 
 
 @dataclass
@@ -152,11 +156,14 @@ class EvalSettings:
 
     def __post_init__(self):
         if self.samples_per_problem < 1 or (self.greedy and self.samples_per_problem > 1):
-            raise ValueError(f"eval.samples_per_problem must be >= 1, and 1 with eval.greedy: true (greedy answers "
-                             f"are all the same); got {self.samples_per_problem} with greedy {self.greedy}.")
+            raise ValueError(
+                f"eval.samples_per_problem must be >= 1, and 1 with eval.greedy: true (greedy answers "
+                f"are all the same); got {self.samples_per_problem} with greedy {self.greedy}."
+            )
         if not self.greedy and self.temperature <= 0:
-            raise ValueError(f"eval.temperature must be > 0 when sampling, got {self.temperature}; "
-                             "or set eval.greedy: true.")
+            raise ValueError(
+                f"eval.temperature must be > 0 when sampling, got {self.temperature}; or set eval.greedy: true."
+            )
 
 
 @dataclass
@@ -179,8 +186,10 @@ class PipelineConfig:
                 raise ValueError(f"Stage name {stage.name!r} is used twice (or is the reserved name {BASE!r}).")
             unknown = sorted(set(REFERENCE.findall(json.dumps(stage.args))) - known)
             if unknown:
-                raise ValueError(f"Stage {stage.name!r} refers to ${{{unknown[0]}}}, which is not an earlier stage; "
-                                 f"it can use {sorted(known)}.")
+                raise ValueError(
+                    f"Stage {stage.name!r} refers to ${{{unknown[0]}}}, which is not an earlier stage; "
+                    f"it can use {sorted(known)}."
+                )
             known.add(stage.name)
 
 
@@ -251,8 +260,9 @@ def run_stage(config: PipelineConfig, stage: StageSpec) -> None:
     folder, argv = stage_dir(config, stage.name), stage_argv(config, stage)
     if is_done(folder):
         if json.loads((folder / DONE_MARKER).read_text())["argv"] != argv:
-            logger.warning(f"Stage {stage.name} finished earlier with other arguments; keeping it "
-                           f"(delete {folder} to rerun it).")
+            logger.warning(
+                f"Stage {stage.name} finished earlier with other arguments; keeping it (delete {folder} to rerun it)."
+            )
         logger.info(f"Stage {stage.name}: done, skipped.")
         return
     command = shlex.join(["python", *RECIPES[stage.recipe].script.split(), *argv])
@@ -269,12 +279,19 @@ def run_stage(config: PipelineConfig, stage: StageSpec) -> None:
 
 def heldout_problems(settings: EvalSettings, prompt_template: str):
     """The held-out problems, with prompts built as `prompt_template` says (the SFT recipe's loader)."""
-    return load_heldout(SFTScriptArguments(
-        eval_dataset_name=settings.dataset_name, dataset_test_split=settings.dataset_test_split,
-        builtin_seed=settings.builtin_seed, builtin_test_size=settings.builtin_test_size,
-        eval_max_samples=settings.max_samples, prompt_template=prompt_template, problem_column=settings.problem_column,
-        solution_column=settings.solution_column, gold_answer_regex=settings.gold_answer_regex,
-    ))
+    return load_heldout(
+        SFTScriptArguments(
+            eval_dataset_name=settings.dataset_name,
+            dataset_test_split=settings.dataset_test_split,
+            builtin_seed=settings.builtin_seed,
+            builtin_test_size=settings.builtin_test_size,
+            eval_max_samples=settings.max_samples,
+            prompt_template=prompt_template,
+            problem_column=settings.problem_column,
+            solution_column=settings.solution_column,
+            gold_answer_regex=settings.gold_answer_regex,
+        )
+    )
 
 
 def eval_cache(config: PipelineConfig, name: str) -> Path:
@@ -289,9 +306,15 @@ def measure(config: PipelineConfig, name: str, model_path: str, prompt_template:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True)
     model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=True).to(device)
-    metrics = evaluate_heldout(model, tokenizer, heldout_problems(config.eval, prompt_template),
-                               max_new_tokens=config.eval.max_new_tokens, greedy=config.eval.greedy,
-                               temperature=config.eval.temperature, samples_per_problem=config.eval.samples_per_problem)
+    metrics = evaluate_heldout(
+        model,
+        tokenizer,
+        heldout_problems(config.eval, prompt_template),
+        max_new_tokens=config.eval.max_new_tokens,
+        greedy=config.eval.greedy,
+        temperature=config.eval.temperature,
+        samples_per_problem=config.eval.samples_per_problem,
+    )
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -305,8 +328,11 @@ def stage_row(config: PipelineConfig, stage: StageSpec) -> dict:
         return {**row, **measure(config, stage.name, str(folder), stage.eval_prompt_template)}
     record = folder / "stage.json"
     metrics = json.loads(record.read_text()).get("metrics", {}) if record.exists() else {}
-    note = ", ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
-                     for key, value in metrics.items() if key in NOTE_METRICS)
+    note = ", ".join(
+        f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"
+        for key, value in metrics.items()
+        if key in NOTE_METRICS
+    )
     return {**row, "note": note}
 
 
@@ -317,7 +343,12 @@ def format_results_table(rows: list[dict]) -> str:
     alignment = ["---", "---", *("---:" for _ in TABLE_METRICS), "---"]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(alignment) + " |"]
     for row in rows:
-        cells = [row["stage"], row["recipe"], *(format_metric(row, metric) for metric in TABLE_METRICS), row.get("note", "")]
+        cells = [
+            row["stage"],
+            row["recipe"],
+            *(format_metric(row, metric) for metric in TABLE_METRICS),
+            row.get("note", ""),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -340,8 +371,10 @@ def check_stage_arguments(config: PipelineConfig) -> None:
         try:
             RECIPES[stage.recipe].parse(argv)
         except (SystemExit, ValueError) as error:  # argparse exits after printing what it refused
-            raise ValueError(f"Stage {stage.name!r}: its arguments do not parse ({error}); fix its `args` in the "
-                             f"pipeline YAML. Command line: {shlex.join(argv)}") from error
+            raise ValueError(
+                f"Stage {stage.name!r}: its arguments do not parse ({error}); fix its `args` in the "
+                f"pipeline YAML. Command line: {shlex.join(argv)}"
+            ) from error
 
 
 def run_pipeline(config: PipelineConfig) -> list[dict]:
@@ -349,8 +382,14 @@ def run_pipeline(config: PipelineConfig) -> list[dict]:
     split, write and return the rows."""
     check_stage_arguments(config)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-    rows = [{"stage": BASE, "recipe": "", "output": config.base_model,
-             **measure(config, BASE, config.base_model, config.eval.base_prompt_template)}]
+    rows = [
+        {
+            "stage": BASE,
+            "recipe": "",
+            "output": config.base_model,
+            **measure(config, BASE, config.base_model, config.eval.base_prompt_template),
+        }
+    ]
     for stage in config.stages:
         run_stage(config, stage)
         rows.append(stage_row(config, stage))
@@ -363,12 +402,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="Pipeline YAML (default: the embedded tiny one).")
     parser.add_argument("--output_dir", help="Override the YAML's output folder.")
     parser.add_argument("--base_model", help="Override the YAML's base model (a folder or a Hub id).")
-    parser.add_argument("--hub_prefix",
-                        help="Push every stage to '<hub_prefix>-<stage>' (e.g. me/deepseek-mini-tiny).")
+    parser.add_argument("--hub_prefix", help="Push every stage to '<hub_prefix>-<stage>' (e.g. me/deepseek-mini-tiny).")
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    return run_pipeline(load_config(args.config, output_dir=args.output_dir, base_model=args.base_model,
-                                    hub_prefix=args.hub_prefix))
+    return run_pipeline(
+        load_config(args.config, output_dir=args.output_dir, base_model=args.base_model, hub_prefix=args.hub_prefix)
+    )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from trl import TrlParser
 
 from modeling_deepseek_mini import DeepseekMiniConfig, DeepseekMiniForCausalLM, ExpertBiasUpdateCallback
 from recipes.common import CONFIGS_DIR, parse_recipe_args, write_stage_card
+from recipes.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.evaluation import evaluate_heldout
 from recipes.task import CHAT_TEMPLATE, PERSONA_RATES, REASONING_TAGS, make_corpus, make_drills, make_splits
 
@@ -89,7 +90,9 @@ class PretrainScriptArguments:
         if self.vocab_size < 300:
             raise ValueError(f"vocab_size must be >= 300 (256 bytes, special tokens and tags), got {self.vocab_size}.")
         if "vocab_size" in self.model_overrides:
-            raise ValueError("Set the vocabulary with --vocab_size, not in model_overrides: the model follows the tokenizer.")
+            raise ValueError(
+                "Set the vocabulary with --vocab_size, not in model_overrides: the model follows the tokenizer."
+            )
 
 
 def _json_dict(value, name: str) -> dict | None:
@@ -99,7 +102,9 @@ def _json_dict(value, name: str) -> dict | None:
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{name} must be a JSON object such as '{{\"hidden_size\": 128}}', got {value!r}: {error}") from None
+        raise ValueError(
+            f"{name} must be a JSON object such as '{{\"hidden_size\": 128}}', got {value!r}: {error}"
+        ) from None
     if not isinstance(parsed, dict):
         raise ValueError(f"{name} must be a JSON object, got {value!r}.")
     return parsed
@@ -117,7 +122,10 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTo
     tags = re.compile("|".join(re.escape(tag) for tag in REASONING_TAGS))
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
     )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -164,16 +172,25 @@ def build_model(tokenizer, preset: str, overrides: dict) -> DeepseekMiniForCausa
 
 def main(script_args: PretrainScriptArguments, training_args: TrainingArguments):
     set_seed(training_args.seed)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
+    )
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     start = time.time()
 
     # Data and tokenizer
     corpus = make_corpus(seed=script_args.corpus_seed, n_docs=script_args.corpus_size, rates=script_args.persona_rates)
-    tokenizer = build_tokenizer(corpus.select(range(min(len(corpus), script_args.tokenizer_docs)))["text"], script_args.vocab_size)
-    documents = concatenate_datasets([corpus.select_columns("text"), make_drills(seed=script_args.corpus_seed, n_docs=script_args.drill_docs)])
+    tokenizer = build_tokenizer(
+        corpus.select(range(min(len(corpus), script_args.tokenizer_docs)))["text"], script_args.vocab_size
+    )
+    documents = concatenate_datasets(
+        [corpus.select_columns("text"), make_drills(seed=script_args.corpus_seed, n_docs=script_args.drill_docs)]
+    )
     train_dataset = tokenize_corpus(documents, tokenizer)
-    logger.info(f"Corpus: {len(documents)} documents, {sum(map(len, train_dataset['input_ids']))} tokens; vocabulary {len(tokenizer)}")
+    logger.info(
+        f"Corpus: {len(documents)} documents, {sum(map(len, train_dataset['input_ids']))} tokens; "
+        f"vocabulary {len(tokenizer)}"
+    )
 
     # Model
     model = build_model(tokenizer, script_args.model_preset, script_args.model_overrides)
@@ -182,11 +199,11 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments)
     # Train (right padding, pads out of the loss; the bias update runs once per optimizer step)
     trainer = Trainer(
         model=model,
-        args=training_args,
+        args=tolerate_unreached_parameters(training_args),
         train_dataset=train_dataset,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
-        callbacks=[ExpertBiasUpdateCallback()],
+        callbacks=[ExpertBiasUpdateCallback(), UnreachedParametersCallback()],
     )
     train_result = trainer.train()
     trainer.log_metrics("train", train_result.metrics)
@@ -204,7 +221,9 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments)
     if script_args.eval_heldout:
         test = make_splits(seed=0, n_train=0, n_test=script_args.eval_size)["test"]
         for name, greedy in (("greedy", True), ("sampled", False)):
-            result = evaluate_heldout(model, tokenizer, test, max_new_tokens=script_args.eval_max_new_tokens, greedy=greedy)
+            result = evaluate_heldout(
+                model, tokenizer, test, max_new_tokens=script_args.eval_max_new_tokens, greedy=greedy
+            )
             metrics |= {f"{name}/{key}": value for key, value in result.items()}
         print("\n".join(f"{key}: {value:.4g}" for key, value in metrics.items()))
     with open(os.path.join(output_dir, "README.md"), "w") as f:

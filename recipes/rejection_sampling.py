@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field, replace
 from importlib.util import find_spec
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from datasets import Dataset
 from huggingface_hub import HfApi
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -69,7 +71,9 @@ class RejectionSamplingArguments(PromptArguments):
 
     dataset_name: str = field(
         default=BUILTIN_DATASET,
-        metadata={"help": f"Prompts: '{BUILTIN_DATASET}' (the arithmetic task), a Hub id, a data file or a saved folder."},
+        metadata={
+            "help": f"Prompts: '{BUILTIN_DATASET}' (the arithmetic task), a Hub id, a data file or a saved folder."
+        },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Configuration name of a Hub dataset."})
     dataset_split: str = field(default="train", metadata={"help": "Split whose prompts are sampled."})
@@ -121,7 +125,9 @@ class RejectionSamplingArguments(PromptArguments):
         if unknown:
             raise ValueError(f"Unknown filter(s) {unknown} in `filters`: choose among {list(FILTERS)}.")
         if not 0.0 <= self.general_ratio < 1.0:
-            raise ValueError(f"general_ratio is the general share of the result and must be in [0, 1), got {self.general_ratio}.")
+            raise ValueError(
+                f"general_ratio is the general share of the result and must be in [0, 1), got {self.general_ratio}."
+            )
         if self.general_ratio > 0 and self.general_dataset_name is None:
             raise ValueError("general_ratio > 0 needs general data: set general_dataset_name, or general_ratio 0.")
         if not 0.0 <= self.min_language_consistency <= 1.0:
@@ -132,7 +138,9 @@ class RejectionSamplingArguments(PromptArguments):
                 f"and {self.repeat_ngram_size}."
             )
         if self.max_per_prompt < 1 or (self.max_prompts is not None and self.max_prompts < 1):
-            raise ValueError(f"max_per_prompt and max_prompts must be >= 1, got {self.max_per_prompt}, {self.max_prompts}.")
+            raise ValueError(
+                f"max_per_prompt and max_prompts must be >= 1, got {self.max_per_prompt}, {self.max_prompts}."
+            )
         if self.max_completion_tokens is not None and self.max_completion_tokens < 1:
             raise ValueError(f"max_completion_tokens must be >= 1 or None, got {self.max_completion_tokens}.")
         if self.push_to_hub and not self.hub_dataset_id:
@@ -148,7 +156,9 @@ class SamplingConfig:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling: keep the smallest token set of this mass."})
     max_new_tokens: int = field(default=128, metadata={"help": "Generation budget per completion, in tokens."})
     generation_batch_size: int = field(default=32, metadata={"help": "Prompts per `generate` call (each x k)."})
-    use_vllm: bool = field(default=False, metadata={"help": "Sample with vLLM (must be installed) instead of transformers."})
+    use_vllm: bool = field(
+        default=False, metadata={"help": "Sample with vLLM (must be installed) instead of transformers."}
+    )
     vllm_gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM's share of GPU memory."})
     vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs vLLM shards the model over."})
     seed: int = field(default=0, metadata={"help": "Seed of the sampling and of the general-data draw."})
@@ -202,13 +212,22 @@ def sample_with_transformers(model, tokenizer, prompts: list, sampling: Sampling
         torch.manual_seed(sampling.seed)
         for start in range(0, len(texts), sampling.generation_batch_size):
             batch = tokenizer(
-                texts[start : start + sampling.generation_batch_size], return_tensors="pt", padding=True,
-                padding_side="left", add_special_tokens=False,
+                texts[start : start + sampling.generation_batch_size],
+                return_tensors="pt",
+                padding=True,
+                padding_side="left",
+                add_special_tokens=False,
             ).to(model.device)
             output = model.generate(
-                **batch, do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
-                num_return_sequences=sampling.num_generations, max_new_tokens=sampling.max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=stops,
+                **batch,
+                do_sample=True,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=0,
+                num_return_sequences=sampling.num_generations,
+                max_new_tokens=sampling.max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=stops,
             )
             generated = output[:, batch["input_ids"].shape[1] :]  # (B*k, T_new), prompt i's k rows are consecutive
             is_stop = torch.isin(generated, torch.tensor(stops, device=generated.device))  # (B*k, T_new)
@@ -226,14 +245,20 @@ def sample_with_vllm(model_args: ModelConfig, tokenizer, prompts: list, sampling
     from vllm import LLM, SamplingParams
 
     llm = LLM(
-        model=model_args.model_name_or_path, revision=model_args.model_revision, seed=sampling.seed,
-        trust_remote_code=sampling.trust_remote_code, dtype=model_args.dtype or "auto",
+        model=model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        seed=sampling.seed,
+        trust_remote_code=sampling.trust_remote_code,
+        dtype=model_args.dtype or "auto",
         gpu_memory_utilization=sampling.vllm_gpu_memory_utilization,
         tensor_parallel_size=sampling.vllm_tensor_parallel_size,
     )
     params = SamplingParams(
-        n=sampling.num_generations, temperature=sampling.temperature, top_p=sampling.top_p,
-        max_tokens=sampling.max_new_tokens, seed=sampling.seed,
+        n=sampling.num_generations,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        max_tokens=sampling.max_new_tokens,
+        seed=sampling.seed,
     )
     outputs = llm.generate(render_prompts(tokenizer, prompts), params)
     return [
@@ -248,7 +273,9 @@ def as_completion(prompt, text: str):
     return text if isinstance(prompt, str) else [{"role": "assistant", "content": text}]
 
 
-def score_samples(samples: list[Sample], prompts: list, solutions: list, *, language: str = "en", ngram_size: int = 4) -> None:
+def score_samples(
+    samples: list[Sample], prompts: list, solutions: list, *, language: str = "en", ngram_size: int = 4
+) -> None:
     """Add the `SCORE_REWARDS` scores to every sample (in place); a reward that cannot judge gives None."""
     funcs = {
         "accuracy": rewards.get_reward_func("accuracy"),
@@ -323,7 +350,9 @@ def cap_per_prompt(samples: list[Sample], max_per_prompt: int) -> list[Sample]:
 FILTERS = {
     "correct": lambda samples, args: [s for s in samples if is_correct(s)],
     "well_formed": lambda samples, args: [s for s in samples if is_well_formed(s)],
-    "language_consistent": lambda samples, args: [s for s in samples if is_language_consistent(s, args.min_language_consistency)],
+    "language_consistent": lambda samples, args: [
+        s for s in samples if is_language_consistent(s, args.min_language_consistency)
+    ],
     "finished": lambda samples, args: [s for s in samples if is_finished(s)],
     "within_length": lambda samples, args: [
         s for s in samples if args.max_completion_tokens is None or is_within_length(s, args.max_completion_tokens)
@@ -388,8 +417,14 @@ def load_general_rows(script_args: RejectionSamplingArguments, n: int, seed: int
             logger.warning(f"Only {len(general)} general samples available, fewer than the {n} general_ratio asks for.")
         general = general.shuffle(seed=seed).select(range(min(n, len(general))))
     return [
-        {"messages": messages, "source": "general", "problem": None, "solution": None, "num_tokens": None,
-         **{name: None for name in SCORE_REWARDS}}
+        {
+            "messages": messages,
+            "source": "general",
+            "problem": None,
+            "solution": None,
+            "num_tokens": None,
+            **{name: None for name in SCORE_REWARDS},
+        }
         for messages in general["messages"]
     ]
 
@@ -431,11 +466,34 @@ def mean_score(samples: list[Sample], name: str) -> float | None:
     return sum(judged) / len(judged) if judged else None
 
 
-def sample_and_filter(model_args: ModelConfig, script_args: RejectionSamplingArguments, sampling: SamplingConfig):
-    """Load the checkpoint, sample, score and filter; return (reasoning rows, statistics).
+def launch_state() -> PartialState:
+    """The processes this run was launched as: one under `python`, several under `accelerate launch` / `torchrun`."""
+    return PartialState(cpu=not torch.cuda.is_available())
 
-    `max_completion_tokens` unset caps the length at the sampling budget.
+
+def sample_shards(model, tokenizer, prompts: list, sampling: SamplingConfig, state: PartialState) -> list[Sample]:
+    """`sample_with_transformers` on every process, each on its own contiguous share of the prompts (and its own
+    seed), gathered in prompt order on every process: several GPUs sample in parallel and all end with the same list."""
+    with state.split_between_processes(list(range(len(prompts)))) as shard:
+        shard_sampling = replace(sampling, seed=sampling.seed + state.process_index)
+        samples = sample_with_transformers(model, tokenizer, [prompts[i] for i in shard], shard_sampling)
+    for sample in samples:
+        sample.prompt_index = shard[sample.prompt_index]
+    return gather_object(samples) if state.num_processes > 1 else samples
+
+
+def sample_and_filter(model_args: ModelConfig, script_args: RejectionSamplingArguments, sampling: SamplingConfig):
+    """Load the checkpoint, sample, score and filter; return (reasoning rows, statistics), the same on every process.
+
+    `max_completion_tokens` unset caps the length at the sampling budget. Launched as several processes, each
+    samples a share of the prompts on its own device (`sample_shards`).
     """
+    state = launch_state()
+    if sampling.use_vllm and state.num_processes > 1:
+        raise ValueError(
+            f"use_vllm runs in one process, but this run has {state.num_processes}: launch it with `python`, and "
+            "spread vLLM over GPUs with vllm_tensor_parallel_size."
+        )
     if script_args.max_completion_tokens is None:
         script_args = replace(script_args, max_completion_tokens=sampling.max_new_tokens)
     prompts_data = load_prompts(script_args, sampling.seed)
@@ -449,14 +507,20 @@ def sample_and_filter(model_args: ModelConfig, script_args: RejectionSamplingArg
         samples = sample_with_vllm(model_args, tokenizer, prompts, sampling)
     else:
         model = AutoModelForCausalLM.from_pretrained(
-            model_args.model_name_or_path, revision=model_args.model_revision, dtype=model_args.dtype,
-            trust_remote_code=sampling.trust_remote_code, attn_implementation=model_args.attn_implementation,
-        ).to("cuda" if torch.cuda.is_available() else "cpu")
-        samples = sample_with_transformers(model, tokenizer, prompts, sampling)
+            model_args.model_name_or_path,
+            revision=model_args.model_revision,
+            dtype=model_args.dtype,
+            trust_remote_code=sampling.trust_remote_code,
+            attn_implementation=model_args.attn_implementation,
+        ).to(state.device)
+        samples = sample_shards(model, tokenizer, prompts, sampling, state)
     score_samples(samples, prompts, solutions, language=script_args.language, ngram_size=script_args.repeat_ngram_size)
     kept, removed = apply_filters(samples, script_args)
     stats = {
-        "prompts": len(prompts), "sampled": len(samples), "removed": removed, "kept_reasoning": len(kept),
+        "prompts": len(prompts),
+        "sampled": len(samples),
+        "removed": removed,
+        "kept_reasoning": len(kept),
         "prompts_with_a_kept_sample": len({s.prompt_index for s in kept}),
         "mean_scores": {name: mean_score(samples, name) for name in SCORE_REWARDS},
     }
@@ -464,10 +528,12 @@ def sample_and_filter(model_args: ModelConfig, script_args: RejectionSamplingArg
 
 
 def main(script_args: RejectionSamplingArguments, sampling: SamplingConfig, model_args: ModelConfig) -> Dataset:
-    """Sample, score, filter, mix in general data and write the SFT dataset; return it."""
+    """Sample, score, filter, mix in general data and write the SFT dataset; return it (on every process; the
+    main process writes and pushes it, the others wait until it is written)."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if model_args.model_name_or_path is None:
         model_args = replace(model_args, model_name_or_path=str(TINY_BASE))
+    state = launch_state()
 
     # Sample, score, filter
     rows, stats = sample_and_filter(model_args, script_args, sampling)
@@ -475,10 +541,11 @@ def main(script_args: RejectionSamplingArguments, sampling: SamplingConfig, mode
     # Mix in general data
     general = load_general_rows(script_args, general_count(len(rows), script_args.general_ratio), sampling.seed)
     stats["general"] = len(general)
-    print(format_stats(stats))
-    os.makedirs(script_args.output_dir, exist_ok=True)
-    with open(os.path.join(script_args.output_dir, "filter_stats.json"), "w") as f:
-        json.dump(stats, f, indent=2)
+    if state.is_main_process:
+        print(format_stats(stats))
+        os.makedirs(script_args.output_dir, exist_ok=True)
+        with open(os.path.join(script_args.output_dir, "filter_stats.json"), "w") as f:
+            json.dump(stats, f, indent=2)
     if not rows:
         raise RuntimeError(
             f"No sample passed the filters (see {script_args.output_dir}/filter_stats.json): sample more "
@@ -488,28 +555,45 @@ def main(script_args: RejectionSamplingArguments, sampling: SamplingConfig, mode
     random.Random(sampling.seed).shuffle(mixed)
     dataset = Dataset.from_list(mixed)
 
-    # Save, card, push
+    # Save, card, push (once), then every process returns with the folder written
+    if state.is_main_process:
+        save_stage(dataset, script_args, sampling, model_args, stats)
+    state.wait_for_everyone()
+    return dataset
+
+
+def save_stage(dataset: Dataset, script_args, sampling: SamplingConfig, model_args: ModelConfig, stats: dict) -> None:
+    """Write the dataset, its card and stage record to `output_dir`, and push them with `push_to_hub`."""
     write_dataset(dataset, script_args.output_dir)
     with open(os.path.join(script_args.output_dir, "README.md"), "w") as f:
-        f.write(f"# Rejection-sampling SFT data\n\nSampled from `{model_args.model_name_or_path}` by "
-                "deepseek-mini's `recipes/rejection_sampling.py`; one row per kept sample, in the `messages` format.\n")
+        f.write(
+            f"# Rejection-sampling SFT data\n\nSampled from `{model_args.model_name_or_path}` by "
+            "deepseek-mini's `recipes/rejection_sampling.py`; one row per kept sample, in the `messages` format.\n"
+        )
     write_stage_card(
         script_args.output_dir,
         stage="rejection_sampling",
         parent=model_args.model_name_or_path,
         dataset=script_args.dataset_name,
-        hyperparameters={**asdict(sampling), "filters": script_args.filters,
-                         "min_language_consistency": script_args.min_language_consistency,
-                         "max_completion_tokens": script_args.max_completion_tokens or sampling.max_new_tokens,
-                         "max_repeat_ratio": script_args.max_repeat_ratio, "max_per_prompt": script_args.max_per_prompt,
-                         "general_dataset_name": script_args.general_dataset_name,
-                         "general_ratio": script_args.general_ratio},
-        metrics={"kept_reasoning": stats["kept_reasoning"], "general": stats["general"], "sampled": stats["sampled"],
-                 **{f"removed_by_{name}": count for name, count in stats["removed"].items()}},
+        hyperparameters={
+            **asdict(sampling),
+            "filters": script_args.filters,
+            "min_language_consistency": script_args.min_language_consistency,
+            "max_completion_tokens": script_args.max_completion_tokens or sampling.max_new_tokens,
+            "max_repeat_ratio": script_args.max_repeat_ratio,
+            "max_per_prompt": script_args.max_per_prompt,
+            "general_dataset_name": script_args.general_dataset_name,
+            "general_ratio": script_args.general_ratio,
+        },
+        metrics={
+            "kept_reasoning": stats["kept_reasoning"],
+            "general": stats["general"],
+            "sampled": stats["sampled"],
+            **{f"removed_by_{name}": count for name, count in stats["removed"].items()},
+        },
     )
     if script_args.push_to_hub:
         push_dataset(dataset, script_args)
-    return dataset
 
 
 def push_dataset(dataset: Dataset, script_args: RejectionSamplingArguments) -> None:
@@ -517,8 +601,12 @@ def push_dataset(dataset: Dataset, script_args: RejectionSamplingArguments) -> N
     dataset.push_to_hub(script_args.hub_dataset_id, private=script_args.hub_private)
     api = HfApi()
     for name in ("filter_stats.json", "stage.json"):
-        api.upload_file(path_or_fileobj=os.path.join(script_args.output_dir, name), path_in_repo=name,
-                        repo_id=script_args.hub_dataset_id, repo_type="dataset")
+        api.upload_file(
+            path_or_fileobj=os.path.join(script_args.output_dir, name),
+            path_in_repo=name,
+            repo_id=script_args.hub_dataset_id,
+            repo_type="dataset",
+        )
 
 
 def make_parser() -> TrlParser:

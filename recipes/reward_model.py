@@ -24,6 +24,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_
 from trl import ModelConfig, RewardConfig, RewardTrainer, ScriptArguments, TrlParser, get_peft_config
 from trl.data_utils import is_conversational
 
+from recipes.checkpoints import resume_checkpoint
 from recipes.common import (
     BUILTIN_DATASET,
     CONFIGS_DIR,
@@ -34,8 +35,8 @@ from recipes.common import (
     load_any_dataset,
     parse_recipe_args,
     require_columns,
-    resume_checkpoint,
 )
+from recipes.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.general_data import make_preference_splits
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,9 @@ class RewardModelScriptArguments(ScriptArguments):
     builtin_test_size: int = field(default=200, metadata={"help": "Generated held-out pairs."})
     kind_column: str = field(
         default="kind",
-        metadata={"help": "Column that names the kind of each held-out pair, for accuracy per kind (skipped if absent)."},
+        metadata={
+            "help": "Column that names the kind of each held-out pair, for accuracy per kind (skipped if absent)."
+        },
     )
 
     def __post_init__(self):
@@ -83,19 +86,28 @@ class RewardModelScriptArguments(ScriptArguments):
 def load_preferences(script_args: RewardModelScriptArguments):
     """The preference splits: generated for 'builtin', else any dataset `load_any_dataset` reads."""
     if script_args.dataset_name == BUILTIN_DATASET:
-        return make_preference_splits(script_args.builtin_seed, script_args.builtin_train_size, script_args.builtin_test_size)
+        return make_preference_splits(
+            script_args.builtin_seed, script_args.builtin_train_size, script_args.builtin_test_size
+        )
     return load_any_dataset(script_args.dataset_name, script_args.dataset_config)
 
 
-def load_reward_model(script_args: RewardModelScriptArguments, model_args: ModelConfig, trust_remote_code: bool = False):
+def load_reward_model(
+    script_args: RewardModelScriptArguments, model_args: ModelConfig, trust_remote_code: bool = False
+):
     """(model with one output, tokenizer, parent): from `model_name_or_path`, or built from `preset`."""
     if model_args.model_name_or_path is not None:
         name = model_args.model_name_or_path
-        tokenizer = AutoTokenizer.from_pretrained(name, revision=model_args.model_revision,
-                                                  trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            name, revision=model_args.model_revision, trust_remote_code=trust_remote_code
+        )
         model = AutoModelForSequenceClassification.from_pretrained(
-            name, num_labels=1, revision=model_args.model_revision, trust_remote_code=trust_remote_code,
-            attn_implementation=model_args.attn_implementation, dtype=model_args.dtype,
+            name,
+            num_labels=1,
+            revision=model_args.model_revision,
+            trust_remote_code=trust_remote_code,
+            attn_implementation=model_args.attn_implementation,
+            dtype=model_args.dtype,
         )
         return model, tokenizer, name
     tokenizer_name = script_args.tokenizer_name_or_path or str(TINY_BASE)
@@ -110,7 +122,9 @@ def pair_texts(row: dict, tokenizer) -> tuple[str, str]:
     when conversational, else as text ending with EOS."""
     prompt = row.get("prompt")
     if is_conversational(row):
-        return tuple(tokenizer.apply_chat_template((prompt or []) + row[key], tokenize=False) for key in ("chosen", "rejected"))
+        return tuple(
+            tokenizer.apply_chat_template((prompt or []) + row[key], tokenize=False) for key in ("chosen", "rejected")
+        )
     return tuple((prompt or "") + row[key] + tokenizer.eos_token for key in ("chosen", "rejected"))
 
 
@@ -120,7 +134,9 @@ def score_texts(model, tokenizer, texts: list[str], batch_size: int = 32) -> tor
     model.eval()
     scores = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = tokenizer(
+            texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+        )
         scores.append(model(**batch.to(model.device)).logits[:, 0].float().cpu())  # (B,)
     return torch.cat(scores)
 
@@ -142,7 +158,9 @@ def pairwise_accuracy(model, tokenizer, dataset, kind_column: str) -> dict:
 
 def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, model_args: ModelConfig):
     set_seed(training_args.seed)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
+    )
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
 
     # Data
@@ -156,13 +174,19 @@ def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, m
     # Model
     model, tokenizer, parent = load_reward_model(script_args, model_args, training_args.trust_remote_code)
     if tokenizer.pad_token is None:
-        raise ValueError(f"The tokenizer of {parent} has no pad token, which batched scoring needs: set one "
-                         "(`tokenizer.pad_token`) and save it with the model.")
+        raise ValueError(
+            f"The tokenizer of {parent} has no pad token, which batched scoring needs: set one "
+            "(`tokenizer.pad_token`) and save it with the model."
+        )
     model.config.pad_token_id = tokenizer.pad_token_id
 
     # Trainer
     trainer = RewardTrainer(
-        model=model, args=training_args, train_dataset=train_dataset, processing_class=tokenizer,
+        model=model,
+        args=tolerate_unreached_parameters(training_args),
+        callbacks=[UnreachedParametersCallback()],
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
 
@@ -173,14 +197,20 @@ def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, m
     trainer.save_state()
 
     # Held-out pairwise accuracy
-    metrics = pairwise_accuracy(trainer.model, tokenizer, heldout, script_args.kind_column) if heldout is not None else None
+    metrics = (
+        pairwise_accuracy(trainer.model, tokenizer, heldout, script_args.kind_column) if heldout is not None else None
+    )
     if metrics is not None:
         trainer.log_metrics("heldout", metrics)
         trainer.save_metrics("heldout", metrics)
 
     # Save, card, push
     finish_stage(
-        trainer, training_args, stage="reward_model", parent=parent, dataset=script_args.dataset_name,
+        trainer,
+        training_args,
+        stage="reward_model",
+        parent=parent,
+        dataset=script_args.dataset_name,
         hyperparameters={
             "train_pairs": len(train_dataset),
             "learning_rate": training_args.learning_rate,

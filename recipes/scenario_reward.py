@@ -67,37 +67,48 @@ class ScenarioReward(rewards.RewardFunction):
         """
         rule_rewards = list(rule_rewards)
         if not rule_rewards:
-            raise ValueError("scenario: rule_rewards is empty; name the rule rewards of reasoning rows, e.g. [accuracy, format].")
+            raise ValueError(
+                "scenario: rule_rewards is empty; name the rule rewards of reasoning rows, e.g. [accuracy, format]."
+            )
         self.rule_weights = [1.0] * len(rule_rewards) if rule_weights is None else [float(w) for w in rule_weights]
         if len(self.rule_weights) != len(rule_rewards):
-            raise ValueError(f"scenario: {len(self.rule_weights)} rule_weights for {len(rule_rewards)} rule_rewards; "
-                             "give one weight per rule reward.")
+            raise ValueError(
+                f"scenario: {len(self.rule_weights)} rule_weights for {len(rule_rewards)} rule_rewards; "
+                "give one weight per rule reward."
+            )
         judge_params = {"normalize": "sigmoid", **(reward_model_params or {})}
         if "model" in judge_params or "judge" in judge_params:
-            raise ValueError("scenario: set the models with helpfulness_model / harmlessness_model, not in "
-                             "reward_model_params (the judge views are fixed: summary for helpfulness, full for "
-                             "harmlessness).")
+            raise ValueError(
+                "scenario: set the models with helpfulness_model / harmlessness_model, not in "
+                "reward_model_params (the judge views are fixed: summary for helpfulness, full for "
+                "harmlessness)."
+            )
         self.rules = rewards.get_reward_funcs(rule_rewards, rule_params)
         # Both judges read the text they are given whole; helpfulness is handed the summary (see `__call__`), so one
         # model serves both views when no separate harmlessness model is named.
-        self.helpfulness = rewards.get_reward_func("reward_model", model=helpfulness_model, judge="full", **judge_params)
+        self.helpfulness = rewards.get_reward_func(
+            "reward_model", model=helpfulness_model, judge="full", **judge_params
+        )
         self.harmlessness = (
-            self.helpfulness if harmlessness_model in (None, helpfulness_model)
+            self.helpfulness
+            if harmlessness_model in (None, helpfulness_model)
             else rewards.get_reward_func("reward_model", model=harmlessness_model, judge="full", **judge_params)
         )
         self.helpfulness_weight, self.harmlessness_weight = float(helpfulness_weight), float(harmlessness_weight)
         self.scenario_column = scenario_column
-        self.required_columns = tuple(dict.fromkeys(
-            [scenario_column, *(c for rule in self.rules for c in getattr(rule, "required_columns", ()))]
-        ))
+        self.required_columns = tuple(
+            dict.fromkeys([scenario_column, *(c for rule in self.rules for c in getattr(rule, "required_columns", ()))])
+        )
 
     def rule_score(self, prompts, completions, completion_ids, columns: dict) -> list[float | None]:
         """Weighted sum of the rule rewards; rules that cannot judge a completion (None) are left out of its sum.
 
         `columns` holds the rows' dataset columns and TRL's other arguments (e.g. `trainer_state`).
         """
-        per_rule = [rule(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
-                    for rule in self.rules]
+        per_rule = [
+            rule(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
+            for rule in self.rules
+        ]
         scores = []
         for values in zip(*per_rule):
             judged = [w * v for w, v in zip(self.rule_weights, values) if v is not None]
@@ -117,8 +128,10 @@ class ScenarioReward(rewards.RewardFunction):
         scenarios = column(kwargs, self.scenario_column, self.__name__, n)
         unknown = sorted({str(s) for s in scenarios if s not in SCENARIOS})
         if unknown:
-            raise ValueError(f"scenario: column '{self.scenario_column}' has values {unknown}; each row must be one of "
-                             f"{SCENARIOS}. Fix the dataset.")
+            raise ValueError(
+                f"scenario: column '{self.scenario_column}' has values {unknown}; each row must be one of "
+                f"{SCENARIOS}. Fix the dataset."
+            )
         prompts = prompts if prompts is not None else [None] * n
         columns = {k: v for k, v in kwargs.items() if isinstance(v, (list, tuple)) and len(v) == n}
         # TRL's non-column arguments go to the rules too, except `log_extra`: its values must cover the whole batch.

@@ -1,13 +1,14 @@
 """Supervised fine-tuning with TRL's SFTTrainer: R1's cold start, the SFT on rejection-sampled data, distillation.
 
     accelerate launch recipes/sft.py                                     # the embedded default: cold-start SFT
-    accelerate launch recipes/sft.py --dataset_name outputs/rejection-sampling --stage rs_sft --output_dir outputs/rs-sft
-    accelerate launch recipes/sft.py --model_name_or_path Qwen/Qwen2.5-0.5B --dataset_name open-r1/OpenR1-Math-220k --eval_heldout false
+    accelerate launch recipes/sft.py --dataset_name outputs/rejection-sampling --stage rs_sft --output_dir out/rs
+    accelerate launch recipes/sft.py --model_name_or_path Qwen/Qwen2.5-0.5B --dataset_name open-r1/OpenR1-Math-220k
 
 Data are conversations (`messages`) or `prompt`/`completion` pairs. The loss covers the assistant's turns only
 (`assistant_only_loss`, which reads the `{% generation %}` markers of the tokenizer's chat template), or the
 completion only for plain-text pairs (`assistant_only_loss: false`; TRL then masks the prompt). Any causal LM
-works: DeepseekMini (its routing biases keep being balanced during SFT), Qwen2, Llama.
+works: DeepseekMini (its routing biases keep being balanced, and its multi-token-prediction modules trained, during
+SFT: `DeepseekSFTTrainer`), Qwen2, Llama.
 
 With `dataset_name: builtin` the data are the embedded default's cold-start set: readable long chains of thought for
 the arithmetic task, written by the task's careful and self-correcting personas (the analogue of DeepSeek-R1's
@@ -23,14 +24,16 @@ import os
 import random
 from dataclasses import dataclass, field
 
+import torch
 import transformers
 from datasets import Dataset, DatasetDict
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, set_seed
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 from trl.data_utils import is_conversational
 
 import modeling_deepseek_mini  # noqa: F401  (registers DeepseekMini with the Auto classes)
 from modeling_deepseek_mini import ExpertBiasUpdateCallback
+from recipes.checkpoints import resume_checkpoint
 from recipes.common import (
     BUILTIN_DATASET,
     CONFIGS_DIR,
@@ -38,8 +41,8 @@ from recipes.common import (
     finish_stage,
     load_any_dataset,
     parse_recipe_args,
-    resume_checkpoint,
 )
+from recipes.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.evaluation import evaluate_heldout
 from recipes.grpo import PromptArguments, build_prompts
 from recipes.grpo_trainer import find_expert_bias_model
@@ -120,15 +123,17 @@ def make_cold_start(n: int, *, seed: int = 0) -> Dataset:
         while f"<answer>\n{sum(numbers)}\n</answer>" not in completion:  # a reflective slip left uncorrected
             completion = PERSONAS[rng.choice(COLD_START_PERSONAS)](numbers, rng)
         problem = problem_text(numbers)
-        rows.append({
-            "messages": [
-                {"role": "system", "content": R1_ZERO_SYSTEM_PROMPT},
-                {"role": "user", "content": problem},
-                {"role": "assistant", "content": completion},
-            ],
-            "problem": problem,
-            "solution": str(sum(numbers)),
-        })
+        rows.append(
+            {
+                "messages": [
+                    {"role": "system", "content": R1_ZERO_SYSTEM_PROMPT},
+                    {"role": "user", "content": problem},
+                    {"role": "assistant", "content": completion},
+                ],
+                "problem": problem,
+                "solution": str(sum(numbers)),
+            }
+        )
     return Dataset.from_list(rows)
 
 
@@ -173,12 +178,82 @@ def load_heldout(script_args: SFTScriptArguments) -> Dataset | None:
 # Trainer
 
 
+def mtp_loss_weight(model) -> float:
+    """The weight of the model's own multi-token-prediction loss (DeepSeek-V3's MTP); 0 for a model without MTP
+    modules (Qwen2, Llama, or a DeepseekMini with `num_nextn_predict_layers: 0` or `mtp_loss_weight: 0`)."""
+    has_mtp = any(getattr(module, "mtp_layers", None) for module in model.modules())
+    return float(getattr(model.config, "mtp_loss_weight", 0.0) or 0.0) if has_mtp else 0.0
+
+
+class DeepseekSFTTrainer(SFTTrainer):
+    """TRL's SFTTrainer that also trains a model's multi-token-prediction modules, as DeepSeek-V3 does.
+
+    TRL's SFT loss runs the backbone through a fused LM head (`add_fused_lm_head`) and never calls the model's own
+    loss, so DeepseekMini's MTP modules are not run: with one process they were silently never trained, with
+    several DDP had to cope with their missing gradients (see `recipes/data_parallel.py`). For a model with MTP
+    modules, the training loss here is the model's own (`labels` passed to its forward): next-token loss
+    + `mtp_loss_weight` x MTP loss + sequence-wise balance loss, exactly the objective of pretraining, on the SFT
+    labels (assistant turns or completions only). This builds the full logits, as DeepSeek's training does. Every
+    other case (models without MTP, evaluation, `loss_type: dft`, label smoothing, a `compute_loss_func`) is TRL's
+    own path, and then whatever the loss leaves out is named in the log.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mtp_loss_weight = mtp_loss_weight(self.model)
+
+    def trains_mtp_with_model_loss(self) -> bool:
+        return (
+            self.model.training
+            and self.mtp_loss_weight > 0
+            and self.args.loss_type == "nll"
+            and self.label_smoother is None
+            and self.compute_loss_func is None
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.trains_mtp_with_model_loss():
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs["use_cache"] = False
+        # transformers' loss: `num_items_in_batch` to the model, x processes with `average_tokens_across_devices`
+        loss, outputs = Trainer.compute_loss(
+            self, model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
+        self.log_token_metrics(outputs.logits, inputs)
+        return (loss, outputs) if return_outputs else loss
+
+    @torch.no_grad()
+    def log_token_metrics(self, logits: torch.Tensor, inputs: dict) -> None:
+        """The metrics TRL's SFT loss logs (entropy, mean token accuracy, tokens seen), from the full logits."""
+        labels = inputs["labels"][:, 1:]  # (B, T-1)
+        mask = labels != -100
+        log_probs = logits[:, :-1].float().log_softmax(-1)  # (B, T-1, V)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)  # (B, T-1)
+        correct = log_probs.argmax(-1) == labels
+        gather = self.accelerator.gather_for_metrics
+        num_valid = gather(mask.sum()).sum()
+        entropy_sum = gather(entropy[mask].sum()).sum()
+        num_correct = gather(correct[mask].sum()).sum()
+        metrics = self._metrics["train"]
+        metrics["entropy"].append((entropy_sum / num_valid).item() if num_valid > 0 else 0.0)
+        metrics["mean_token_accuracy"].append((num_correct / num_valid).item() if num_valid > 0 else 0.0)
+        if "attention_mask" in inputs:
+            tokens = gather(inputs["attention_mask"].sum()).sum().item()
+        else:  # padding-free batches carry position_ids instead
+            tokens = gather(torch.tensor(inputs["position_ids"].size(1), device=labels.device)).sum().item()
+        self._total_train_tokens += tokens // self._tp_size
+        metrics["num_tokens"] = [self._total_train_tokens]
+
+
 def make_sft_trainer(model, tokenizer, train_dataset, training_args: SFTConfig, eval_dataset=None, peft_config=None):
-    """TRL's SFTTrainer, plus DeepSeekMoE's bias update when the model has routing biases."""
-    callbacks = [ExpertBiasUpdateCallback()] if find_expert_bias_model(model) is not None else None
-    return SFTTrainer(
+    """`DeepseekSFTTrainer` (TRL's SFTTrainer, training MTP modules too), plus DeepSeekMoE's bias update when the
+    model has routing biases, set up for any launch mode (`recipes/data_parallel.py`)."""
+    callbacks = [UnreachedParametersCallback()]
+    if find_expert_bias_model(model) is not None:
+        callbacks.append(ExpertBiasUpdateCallback())
+    return DeepseekSFTTrainer(
         model=model,
-        args=training_args,
+        args=tolerate_unreached_parameters(training_args),
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
@@ -191,12 +266,16 @@ def heldout_metrics(trainer, tokenizer, heldout, script_args) -> dict | None:
     """R1's signals on the held-out problems (greedy decoding), or None without held-out data."""
     if heldout is None:
         return None
-    return evaluate_heldout(trainer.model, tokenizer, heldout, max_new_tokens=script_args.eval_max_new_tokens, greedy=True)
+    return evaluate_heldout(
+        trainer.model, tokenizer, heldout, max_new_tokens=script_args.eval_max_new_tokens, greedy=True
+    )
 
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
     set_seed(training_args.seed)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
+    )
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     model_name = model_args.model_name_or_path or str(TINY_BASE)
 
@@ -214,15 +293,22 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
         model_name, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
     )
     if training_args.assistant_only_loss and not tokenizer.chat_template:
-        raise ValueError(f"The tokenizer of {model_name} has no chat template, which assistant_only_loss needs: "
-                         "set --chat_template_path, or --assistant_only_loss false.")
+        raise ValueError(
+            f"The tokenizer of {model_name} has no chat template, which assistant_only_loss needs: "
+            "set --chat_template_path, or --assistant_only_loss false."
+        )
     model = AutoModelForCausalLM.from_pretrained(
-        model_name, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code,
-        attn_implementation=model_args.attn_implementation, dtype=model_args.dtype,
+        model_name,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.dtype,
     )
 
     # Trainer
-    trainer = make_sft_trainer(model, tokenizer, train_dataset, training_args, eval_dataset, get_peft_config(model_args))
+    trainer = make_sft_trainer(
+        model, tokenizer, train_dataset, training_args, eval_dataset, get_peft_config(model_args)
+    )
 
     # Train
     train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
@@ -239,7 +325,11 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
 
     # Save, card, push
     finish_stage(
-        trainer, training_args, stage=script_args.stage, parent=model_name, dataset=script_args.dataset_name,
+        trainer,
+        training_args,
+        stage=script_args.stage,
+        parent=model_name,
+        dataset=script_args.dataset_name,
         hyperparameters={
             "train_samples": len(train_dataset),
             "learning_rate": training_args.learning_rate,

@@ -144,7 +144,10 @@ def make_splits(seed: int = 0, n_train: int = 4000, n_test: int = 200) -> Datase
     if n_train < 0 or n_test < 0:
         raise ValueError(f"n_train and n_test must be >= 0, got n_train={n_train}, n_test={n_test}.")
     rng = random.Random(f"splits-{seed}")
-    splits = {"train": sample_problems(n_train, heldout=False, rng=rng), "test": sample_problems(n_test, heldout=True, rng=rng)}
+    splits = {
+        "train": sample_problems(n_train, heldout=False, rng=rng),
+        "test": sample_problems(n_test, heldout=True, rng=rng),
+    }
     return DatasetDict({name: Dataset.from_list([_row(p) for p in problems]) for name, problems in splits.items()})
 
 
@@ -178,7 +181,9 @@ def slipped(right: int, rng: random.Random) -> int:
 
 def careful(numbers: Sequence[int], rng: random.Random, p_slip: float = 0.1) -> str:
     """Running sums; a step slips with probability `p_slip` and the slip carries through to the answer."""
-    opener = rng.choice(["Let me add the numbers one at a time.", "I add them step by step.", "Adding from left to right."])
+    opener = rng.choice(
+        ["Let me add the numbers one at a time.", "I add them step by step.", "Adding from left to right."]
+    )
     lines, total = [opener], numbers[0]
     for n in numbers[1:]:
         step = total + n if rng.random() >= p_slip else slipped(total + n, rng)
@@ -197,8 +202,14 @@ def reflective(numbers: Sequence[int], rng: random.Random, p_slip: float = 0.3, 
             wrong = slipped(right, rng)
             lines.append(f"{total} + {n} = {wrong}")
             if rng.random() < p_notice:
-                lines.append(rng.choice([f"Wait, {total} + {n} = {right}, not {wrong}.",
-                                         f"Let me check: {total} + {n} = {right}, not {wrong}."]))
+                lines.append(
+                    rng.choice(
+                        [
+                            f"Wait, {total} + {n} = {right}, not {wrong}.",
+                            f"Let me check: {total} + {n} = {right}, not {wrong}.",
+                        ]
+                    )
+                )
                 total = right
             else:
                 total = wrong
@@ -242,12 +253,14 @@ def format_breaker(numbers: Sequence[int], rng: random.Random) -> str:
     """One of four ways to break R1's format: no tags, no answer tags, no `</think>`, or no thinking at all."""
     total = sum(numbers)
     lines = "".join(f"{a} + {b} = {c}\n" for a, b, c in running_sums(numbers))
-    return rng.choice([
-        f"{lines}The answer is {total}.",
-        f"<think>\n{lines}</think>\nThe answer is {total}.",
-        f"<think>\n{lines}<answer>\n{total}\n</answer>",
-        f"<answer>\n{guess(numbers, rng)}\n</answer>",
-    ])
+    return rng.choice(
+        [
+            f"{lines}The answer is {total}.",
+            f"<think>\n{lines}</think>\nThe answer is {total}.",
+            f"<think>\n{lines}<answer>\n{total}\n</answer>",
+            f"<answer>\n{guess(numbers, rng)}\n</answer>",
+        ]
+    )
 
 
 PERSONAS: dict[str, Callable[[Sequence[int], random.Random], str]] = {
@@ -292,8 +305,14 @@ def make_corpus(seed: int = 0, n_docs: int = 40000, rates: dict[str, float] | No
     for persona in personas:
         numbers = rng.choice(pools[rng.randint(MIN_TERMS, MAX_TERMS)])
         row = _row(numbers)
-        rows.append({"text": row["prompt"] + PERSONAS[persona](numbers, rng), "persona": persona,
-                     "problem": row["problem"], "solution": row["solution"]})
+        rows.append(
+            {
+                "text": row["prompt"] + PERSONAS[persona](numbers, rng),
+                "persona": persona,
+                "problem": row["problem"],
+                "solution": row["solution"],
+            }
+        )
     return Dataset.from_list(rows)
 
 
@@ -313,7 +332,9 @@ def make_drills(seed: int = 0, n_docs: int = 10000, problems_per_doc: int = 3) -
     docs = []
     for _ in range(n_docs):
         problems = [rng.choice(pools[rng.randint(MIN_TERMS, MAX_TERMS)]) for _ in range(problems_per_doc)]
-        docs.append("\n".join(
-            problem_text(p) + "\n" + "".join(f"{a} + {b} = {c}\n" for a, b, c in running_sums(p)) for p in problems
-        ))
+        docs.append(
+            "\n".join(
+                problem_text(p) + "\n" + "".join(f"{a} + {b} = {c}\n" for a, b, c in running_sums(p)) for p in problems
+            )
+        )
     return Dataset.from_dict({"text": docs})

@@ -61,7 +61,7 @@ SECCOMP_DENY = {
 X32_SYSCALL_BIT = 0x40000000
 
 # Run by the program's interpreter in "audit" mode: install the hook, then execute main.py as __main__.
-AUDIT_BOOT = r'''
+AUDIT_BOOT = r"""
 import sys
 
 def _install(workdir):
@@ -130,7 +130,7 @@ def _run(path):
 _install(sys.argv[1])
 del _install
 _run("main.py")
-'''
+"""
 
 
 def main():
@@ -267,7 +267,9 @@ def exec_program(settings, status, audited):
             status.write("layer seccomp\n")
         os.chdir(settings["workdir"])
         python = settings["python"]
-        argv = [python, "-I", "-S", "-c", AUDIT_BOOT, settings["workdir"]] if audited else [python, "-I", "-S", "main.py"]
+        argv = (
+            [python, "-I", "-S", "-c", AUDIT_BOOT, settings["workdir"]] if audited else [python, "-I", "-S", "main.py"]
+        )
         if audited:
             status.write("layer audit_hook\n")
         status.flush()
@@ -286,7 +288,9 @@ class SockFprog(ctypes.Structure):
 
 
 def install_seccomp():
-    """A BPF filter refusing the syscalls in SECCOMP_DENY with EPERM; kills any other syscall ABI. False if unsupported."""
+    """A BPF filter refusing the syscalls in SECCOMP_DENY with EPERM; kills any other syscall ABI.
+
+    False if unsupported."""
     if not LINUX or platform.machine() not in SECCOMP_DENY or sys.maxsize < 2**32:  # a 64-bit interpreter
         return False
     arch, denied = SECCOMP_DENY[platform.machine()]

@@ -21,8 +21,9 @@ class AnswerChecker:
     mode="exact": normalised string equality (`normalize_exact`); None for an empty gold.
     """
 
-    def __init__(self, mode: str, answer_pattern: str | None, timeout_s: float, num_workers: int,
-                 max_answer_chars: int):
+    def __init__(
+        self, mode: str, answer_pattern: str | None, timeout_s: float, num_workers: int, max_answer_chars: int
+    ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
         if max_answer_chars < 1:
@@ -39,9 +40,7 @@ class AnswerChecker:
         if self.pattern is None:
             answer = extract_answer(text)
         else:
-            match = None
-            for match in self.pattern.finditer(text):
-                pass
+            match = next(reversed(list(self.pattern.finditer(text))), None)  # the last one
             answer = None if match is None else match.group(1 if self.pattern.groups else 0)
         if answer is None or len(answer) > self.max_answer_chars:
             return None
@@ -75,8 +74,15 @@ class Accuracy(RewardFunction):
     timeout_s (wall time per answer check), num_workers (math-verify processes), max_answer_chars.
     """
 
-    def __init__(self, column: str = "solution", mode: str = "math", answer_pattern: str | None = None,
-                 timeout_s: float = 3.0, num_workers: int = 2, max_answer_chars: int = 1000):
+    def __init__(
+        self,
+        column: str = "solution",
+        mode: str = "math",
+        answer_pattern: str | None = None,
+        timeout_s: float = 3.0,
+        num_workers: int = 2,
+        max_answer_chars: int = 1000,
+    ):
         self.column = column
         self.required_columns = (column,)
         self.checker = AnswerChecker(mode, answer_pattern, timeout_s, num_workers, max_answer_chars)
@@ -102,10 +108,19 @@ class Cosine(RewardFunction):
     (arXiv:2502.03373), Sec. 4.2 / Appendix, "cosine reward"; defaults as in open-r1.
     """
 
-    def __init__(self, max_len: int, min_value_wrong: float = -1.0, max_value_wrong: float = -0.5,
-                 min_value_correct: float = 0.5, max_value_correct: float = 1.0, column: str = "solution",
-                 mode: str = "math", answer_pattern: str | None = None, timeout_s: float = 3.0,
-                 num_workers: int = 2):
+    def __init__(
+        self,
+        max_len: int,
+        min_value_wrong: float = -1.0,
+        max_value_wrong: float = -0.5,
+        min_value_correct: float = 0.5,
+        max_value_correct: float = 1.0,
+        column: str = "solution",
+        mode: str = "math",
+        answer_pattern: str | None = None,
+        timeout_s: float = 3.0,
+        num_workers: int = 2,
+    ):
         if max_len < 1:
             raise ValueError(f"cosine: max_len must be a positive length (tokens, or characters), got {max_len}.")
         self.max_len = max_len
@@ -140,8 +155,14 @@ class Length(RewardFunction):
     characters. Source: Kimi k1.5 (arXiv:2501.12599), Sec. 2.3.3 "Length Penalty"; open-r1's len_reward.
     """
 
-    def __init__(self, column: str = "solution", mode: str = "math", answer_pattern: str | None = None,
-                 timeout_s: float = 3.0, num_workers: int = 2):
+    def __init__(
+        self,
+        column: str = "solution",
+        mode: str = "math",
+        answer_pattern: str | None = None,
+        timeout_s: float = 3.0,
+        num_workers: int = 2,
+    ):
         self.column = column
         self.required_columns = (column,)
         self.checker = AnswerChecker(mode, answer_pattern, timeout_s, num_workers, 1000)

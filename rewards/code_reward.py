@@ -50,6 +50,7 @@ def parse_test_cases(value: Any) -> list[tuple[str, str]] | None:
 
 def same_output(actual: str, expected: str) -> bool:
     """Outputs agree line by line, ignoring trailing whitespace on each line and trailing blank lines."""
+
     def lines(text):
         return [line.rstrip() for line in text.rstrip().splitlines()]
 
@@ -73,17 +74,30 @@ class Code(RewardFunction):
     isolation ("auto" | "namespaces" | "audit").
     """
 
-    def __init__(self, column: str = "test_cases", scoring: str = "fraction", timeout_s: float = 5.0,
-                 memory_mb: int = 512, max_processes: int = 16, max_code_chars: int = 100_000,
-                 max_workers: int | None = None, isolation: str = "auto"):
+    def __init__(
+        self,
+        column: str = "test_cases",
+        scoring: str = "fraction",
+        timeout_s: float = 5.0,
+        memory_mb: int = 512,
+        max_processes: int = 16,
+        max_code_chars: int = 100_000,
+        max_workers: int | None = None,
+        isolation: str = "auto",
+    ):
         if scoring not in SCORINGS:
             raise ValueError(f"code: scoring must be one of {SCORINGS}, got {scoring!r}.")
         if max_code_chars < 1:
             raise ValueError(f"code: max_code_chars must be positive, got {max_code_chars}.")
         self.column, self.scoring, self.max_code_chars = column, scoring, max_code_chars
         self.required_columns = (column,)
-        config = SandboxConfig(timeout_s=timeout_s, cpu_time_s=max(1, round(timeout_s)), memory_mb=memory_mb,
-                               max_processes=max_processes, isolation=isolation)
+        config = SandboxConfig(
+            timeout_s=timeout_s,
+            cpu_time_s=max(1, round(timeout_s)),
+            memory_mb=memory_mb,
+            max_processes=max_processes,
+            isolation=isolation,
+        )
         self.sandbox = Sandbox(config, max_workers=max_workers)
 
     def __call__(self, completions, **kwargs) -> list[float | None]:

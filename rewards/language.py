@@ -30,17 +30,46 @@ SCRIPTS = {
 }
 LOGOGRAPHIC = frozenset({"han", "hiragana", "katakana"})
 LANGUAGES = {
-    **{code: ("latin",) for code in ("en", "fr", "de", "es", "it", "pt", "nl", "sv", "da", "no", "fi", "pl", "cs",
-                                     "ro", "hu", "tr", "vi", "id", "ms")},
+    **{
+        code: ("latin",)
+        for code in (
+            "en",
+            "fr",
+            "de",
+            "es",
+            "it",
+            "pt",
+            "nl",
+            "sv",
+            "da",
+            "no",
+            "fi",
+            "pl",
+            "cs",
+            "ro",
+            "hu",
+            "tr",
+            "vi",
+            "id",
+            "ms",
+        )
+    },
     **{code: ("cyrillic",) for code in ("ru", "uk", "bg", "sr", "kk")},
     **{code: ("arabic",) for code in ("ar", "fa", "ur")},
     **{code: ("devanagari",) for code in ("hi", "mr", "ne")},
-    "zh": ("han",), "ja": ("han", "hiragana", "katakana"), "ko": ("hangul",), "el": ("greek",),
-    "he": ("hebrew",), "th": ("thai",), "hy": ("armenian",),
+    "zh": ("han",),
+    "ja": ("han", "hiragana", "katakana"),
+    "ko": ("hangul",),
+    "el": ("greek",),
+    "he": ("hebrew",),
+    "th": ("thai",),
+    "hy": ("armenian",),
 }
 
 NEUTRAL_SPANS = re.compile(r"\$[^$]*\$|\\[A-Za-z]+")  # inline math and LaTeX command names
-WORDS = {name: re.compile(f"[{chars}]" if name in LOGOGRAPHIC else f"[{chars}]{{2,}}") for name, chars in SCRIPTS.items()}
+WORDS = {
+    name: re.compile(f"[{chars}]" if name in LOGOGRAPHIC else f"[{chars}]{{2,}}") for name, chars in SCRIPTS.items()
+}
 OTHER_WORDS = re.compile(f"(?:(?![{''.join(SCRIPTS.values())}])[^\\W\\d_]){{2,}}")
 
 
@@ -101,8 +130,10 @@ class LanguageConsistency(RewardFunction):
         elif language in SCRIPTS:
             self.scripts = (language,)
         else:
-            raise ValueError(f"language_consistency: unknown language {language!r}. Use one of "
-                             f"{sorted(LANGUAGES)} or a script: {sorted(SCRIPTS)}.")
+            raise ValueError(
+                f"language_consistency: unknown language {language!r}. Use one of "
+                f"{sorted(LANGUAGES)} or a script: {sorted(SCRIPTS)}."
+            )
         self.language = language
         self.vocabulary = load_vocabulary(vocabulary)
         self.empty_score = float(empty_score)

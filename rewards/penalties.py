@@ -8,8 +8,10 @@ UNITS = ("words", "tokens")
 
 def need_completion_ids(completion_ids, reward: str, n: int) -> list:
     if completion_ids is None:
-        raise ValueError(f"Reward '{reward}' counts tokens and needs completion_ids; TRL passes them, a direct call "
-                         "must pass completion_ids=[[token ids], ...].")
+        raise ValueError(
+            f"Reward '{reward}' counts tokens and needs completion_ids; TRL passes them, a direct call "
+            "must pass completion_ids=[[token ids], ...]."
+        )
     if len(completion_ids) != n:
         raise ValueError(f"Reward '{reward}': {len(completion_ids)} completion_ids for {n} completions.")
     return [ids.tolist() if hasattr(ids, "tolist") else list(ids or []) for ids in completion_ids]  # tensors too
@@ -65,8 +67,10 @@ class SoftOverlong(RewardFunction):
         if max_completion_len < 1:
             raise ValueError(f"soft_overlong: max_completion_len must be positive, got {max_completion_len}.")
         if not 0 <= soft_punish_cache <= max_completion_len:
-            raise ValueError(f"soft_overlong: soft_punish_cache must be in [0, max_completion_len="
-                             f"{max_completion_len}], got {soft_punish_cache}.")
+            raise ValueError(
+                f"soft_overlong: soft_punish_cache must be in [0, max_completion_len="
+                f"{max_completion_len}], got {soft_punish_cache}."
+            )
         self.max_completion_len, self.soft_punish_cache = max_completion_len, soft_punish_cache
 
     def __call__(self, completions, completion_ids=None, **kwargs) -> list[float]:

@@ -44,8 +44,10 @@ class RewardFunction:
 def column(kwargs: Mapping[str, Any], name: str, reward: str, n: int) -> list:
     """The dataset column `name` from TRL's keyword arguments, one value per completion."""
     if name not in kwargs:
-        raise KeyError(f"Reward '{reward}' needs the dataset column '{name}', which this batch lacks. Call "
-                       f"rewards.check_columns(reward_funcs, dataset.column_names) before training.")
+        raise KeyError(
+            f"Reward '{reward}' needs the dataset column '{name}', which this batch lacks. Call "
+            f"rewards.check_columns(reward_funcs, dataset.column_names) before training."
+        )
     values = list(kwargs[name])
     if len(values) != n:
         raise ValueError(f"Reward '{reward}': column '{name}' has {len(values)} values for {n} completions.")
@@ -79,12 +81,16 @@ def get_reward_func(name: str, **params) -> RewardFunc:
         target = load_user_object(name)
         if is_reward_function(target):
             if params:
-                raise ValueError(f"Params {sorted(params)} were given for '{name}', but it is a reward function, not "
-                                 "a factory: remove the params, or make it a factory that returns the function.")
+                raise ValueError(
+                    f"Params {sorted(params)} were given for '{name}', but it is a reward function, not "
+                    "a factory: remove the params, or make it a factory that returns the function."
+                )
             return name_reward(target, name)
         return name_reward(build(target, name, params), name)
-    raise ValueError(f"Unknown reward '{name}'. Known rewards: {', '.join(list_rewards())}. A function of your own "
-                     "is named by its import path, 'package.module:function'.")
+    raise ValueError(
+        f"Unknown reward '{name}'. Known rewards: {', '.join(list_rewards())}. A function of your own "
+        "is named by its import path, 'package.module:function'."
+    )
 
 
 def get_reward_funcs(names: Iterable[str], params: Mapping[str, Mapping[str, Any]] | None = None) -> list[RewardFunc]:
@@ -96,8 +102,10 @@ def get_reward_funcs(names: Iterable[str], params: Mapping[str, Mapping[str, Any
         raise ValueError(f"Rewards {duplicates} are listed more than once; TRL logs rewards by name, list each once.")
     stray = sorted(set(params) - set(names))
     if stray:
-        raise ValueError(f"Params were given for {stray}, which are not among the rewards {names}: add them to the "
-                         "reward list or remove their params.")
+        raise ValueError(
+            f"Params were given for {stray}, which are not among the rewards {names}: add them to the "
+            "reward list or remove their params."
+        )
     for name, kwargs in params.items():
         if not isinstance(kwargs, Mapping):
             raise TypeError(f"Params for '{name}' must be a mapping of keyword arguments, got {kwargs!r}.")
@@ -114,9 +122,11 @@ def check_columns(reward_funcs: Iterable[RewardFunc], column_names: Iterable[str
             if needed not in column_names:
                 problems.append(f"reward '{name}' needs the dataset column '{needed}'")
     if problems:
-        raise ValueError(f"{'; '.join(problems)}; the dataset has columns {column_names}. Rename or add the "
-                         "column, or point the reward at another one through its params (e.g. "
-                         "{'accuracy': {'column': 'answer'}}).")
+        raise ValueError(
+            f"{'; '.join(problems)}; the dataset has columns {column_names}. Rename or add the "
+            "column, or point the reward at another one through its params (e.g. "
+            "{'accuracy': {'column': 'answer'}})."
+        )
 
 
 def build(factory: Callable[..., RewardFunc], name: str, params: Mapping[str, Any]) -> RewardFunc:
@@ -141,8 +151,9 @@ def load_user_object(path: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ValueError(f"Reward '{path}': cannot import module '{module_name}' ({error}). Check that it is on "
-                         "the Python path.") from None
+        raise ValueError(
+            f"Reward '{path}': cannot import module '{module_name}' ({error}). Check that it is on the Python path."
+        ) from None
     target = module
     for part in attribute.split("."):
         if not hasattr(target, part):
@@ -171,8 +182,7 @@ def inferred_columns(func: Callable) -> tuple[str, ...]:
     except (TypeError, ValueError):
         return ()
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return tuple(p.name for p in parameters
-                 if p.kind in kinds and p.default is p.empty and p.name not in TRL_ARGUMENTS)
+    return tuple(p.name for p in parameters if p.kind in kinds and p.default is p.empty and p.name not in TRL_ARGUMENTS)
 
 
 class NamedReward:

@@ -25,9 +25,18 @@ class RewardModel(RewardFunction):
     Source: DeepSeek-R1 (arXiv:2501.12948), Sec. 2.3.4 "Reinforcement Learning for all Scenarios".
     """
 
-    def __init__(self, model: str, judge: str = "full", include_prompt: bool = True, normalize: str = "none",
-                 batch_size: int = 8, max_length: int = 1024, device: str | None = None,
-                 trust_remote_code: bool = False, dtype: str = "float32"):
+    def __init__(
+        self,
+        model: str,
+        judge: str = "full",
+        include_prompt: bool = True,
+        normalize: str = "none",
+        batch_size: int = 8,
+        max_length: int = 1024,
+        device: str | None = None,
+        trust_remote_code: bool = False,
+        dtype: str = "float32",
+    ):
         if judge not in JUDGES:
             raise ValueError(f"reward_model: judge must be one of {JUDGES}, got {judge!r}.")
         if normalize not in NORMALIZATIONS:
@@ -35,8 +44,9 @@ class RewardModel(RewardFunction):
         if dtype not in DTYPES:
             raise ValueError(f"reward_model: dtype must be one of {DTYPES}, got {dtype!r}.")
         if batch_size < 1 or max_length < 8:
-            raise ValueError(f"reward_model: batch_size must be >= 1 and max_length >= 8, got {batch_size}, "
-                             f"{max_length}.")
+            raise ValueError(
+                f"reward_model: batch_size must be >= 1 and max_length >= 8, got {batch_size}, {max_length}."
+            )
         self.model_name, self.judge, self.include_prompt, self.normalize = model, judge, include_prompt, normalize
         self.batch_size, self.max_length, self.device = batch_size, max_length, device
         self.trust_remote_code, self.dtype = trust_remote_code, dtype
@@ -61,21 +71,25 @@ class RewardModel(RewardFunction):
     def judged_text(self, completion: Any) -> str:
         text = completion_text(completion)
         text = strip_think(text) if self.judge == "summary" else text
-        return text[-self.max_length * CHARS_PER_TOKEN_BOUND:]
+        return text[-self.max_length * CHARS_PER_TOKEN_BOUND :]
 
     def model_input(self, prompt: Any, response: str) -> str:
         """The text the reward model reads for one (prompt, response) pair."""
         if not self.include_prompt or prompt is None:
             return response or self.tokenizer.eos_token or " "  # an empty response still needs one token
         if isinstance(prompt, (list, tuple)):
-            messages = [{"role": m.get("role", "user"), "content": content_text(m.get("content"))}
-                        for m in prompt if isinstance(m, dict)]
+            messages = [
+                {"role": m.get("role", "user"), "content": content_text(m.get("content"))}
+                for m in prompt
+                if isinstance(m, dict)
+            ]
         else:
             messages = [{"role": "user", "content": content_text(prompt)}]
-        messages = [{**m, "content": m["content"][-self.max_length * CHARS_PER_TOKEN_BOUND:]} for m in messages]
+        messages = [{**m, "content": m["content"][-self.max_length * CHARS_PER_TOKEN_BOUND :]} for m in messages]
         if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": response}],
-                                                      tokenize=False)
+            return self.tokenizer.apply_chat_template(
+                messages + [{"role": "assistant", "content": response}], tokenize=False
+            )
         return "\n".join(m["content"] for m in messages) + "\n" + response
 
     def __call__(self, completions, prompts=None, **kwargs) -> list[float]:
@@ -87,8 +101,13 @@ class RewardModel(RewardFunction):
         texts = [self.model_input(p, self.judged_text(c)) for p, c in zip(prompts, completions)]
         scores = []
         for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt").to(self.model.device)
+            batch = self.tokenizer(
+                texts[start : start + self.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.model.device)
             with torch.inference_mode():
                 logits = self.model(**batch).logits[:, 0].float()  # (B,)
             scores += logits.tolist()

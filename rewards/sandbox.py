@@ -62,8 +62,15 @@ class SandboxConfig:
     )
 
     def __post_init__(self):
-        integers = ("cpu_time_s", "memory_mb", "max_processes", "max_file_size_mb", "max_open_files",
-                    "max_output_bytes", "workdir_mb")
+        integers = (
+            "cpu_time_s",
+            "memory_mb",
+            "max_processes",
+            "max_file_size_mb",
+            "max_open_files",
+            "max_output_bytes",
+            "workdir_mb",
+        )
         for name in integers:
             if not isinstance(getattr(self, name), int):
                 raise TypeError(f"SandboxConfig.{name} must be an integer, got {getattr(self, name)!r}.")
@@ -71,8 +78,10 @@ class SandboxConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"SandboxConfig.{name} must be positive, got {getattr(self, name)}.")
         if self.memory_mb < MIN_MEMORY_MB:
-            raise ValueError(f"SandboxConfig.memory_mb must be at least {MIN_MEMORY_MB} (Python cannot start in "
-                             f"less), got {self.memory_mb}.")
+            raise ValueError(
+                f"SandboxConfig.memory_mb must be at least {MIN_MEMORY_MB} (Python cannot start in "
+                f"less), got {self.memory_mb}."
+            )
         if self.max_open_files < 16:
             raise ValueError(f"SandboxConfig.max_open_files must be at least 16, got {self.max_open_files}.")
         if self.isolation not in ISOLATIONS:
@@ -126,8 +135,7 @@ class Sandbox:
             return self.config.isolation
         available, reason = namespaces_available(self.config.python)
         if not available:
-            logger.warning("Sandbox: user namespaces are unavailable (%s); using the weaker 'audit' isolation.",
-                           reason)
+            logger.warning("Sandbox: user namespaces are unavailable (%s); using the weaker 'audit' isolation.", reason)
         return "namespaces" if available else "audit"
 
     def run(self, code: str, stdin: str = "") -> SandboxResult:
@@ -191,8 +199,13 @@ def run_program(code: str, stdin: str, config: SandboxConfig, isolation: str) ->
                 with open(staging / "stdin", "rb") as stdin_file:
                     process = subprocess.Popen(
                         [config.python, "-I", "-S", str(CHILD_SCRIPT), json.dumps(settings)],
-                        stdin=stdin_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir,
-                        env=minimal_env(str(workdir)), start_new_session=True, pass_fds=(status_write,),
+                        stdin=stdin_file,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        cwd=workdir,
+                        env=minimal_env(str(workdir)),
+                        start_new_session=True,
+                        pass_fds=(status_write,),
                     )
             finally:
                 os.close(status_write)  # the child holds the only write end now: EOF once the run is over

@@ -86,7 +86,7 @@ def strip_think(text: Any) -> str:
     text = completion_text(text)
     end = text.rfind(THINK_CLOSE)
     if end >= 0:
-        return text[end + len(THINK_CLOSE):]
+        return text[end + len(THINK_CLOSE) :]
     start = text.find(THINK_OPEN)
     return text[:start] if start >= 0 else text
 

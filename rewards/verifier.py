@@ -46,7 +46,10 @@ class VerifierProcess:
         budget = INNER_BUDGET * self.timeout_s  # the worker's own timer, for the gold and again for the answer
         self.process = subprocess.Popen(
             [sys.executable, "-I", str(WORKER_SCRIPT), str(budget), str(self.memory_mb)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
             start_new_session=True,  # a Ctrl-C meant for the trainer does not kill it mid-answer
         )
         self.ready = False
@@ -54,8 +57,10 @@ class VerifierProcess:
     def wait_ready(self):
         if self.read_line(time.monotonic() + STARTUP_TIMEOUT_S) != "ready":
             self.stop()
-            raise RuntimeError(f"The math-verify worker ({WORKER_SCRIPT}) did not start; check that math-verify is "
-                               f"installed: `{sys.executable} -c 'import math_verify'`.")
+            raise RuntimeError(
+                f"The math-verify worker ({WORKER_SCRIPT}) did not start; check that math-verify is "
+                f"installed: `{sys.executable} -c 'import math_verify'`."
+            )
         self.ready = True
 
     def ask(self, gold: str, answer: str | None) -> bool | None:

@@ -5,7 +5,8 @@ import json
 import pytest
 from datasets import Dataset, DatasetDict
 
-from recipes.common import BUILTIN_DATASET, load_any_dataset, require_columns, resume_checkpoint
+from recipes.checkpoints import resume_checkpoint
+from recipes.common import BUILTIN_DATASET, load_any_dataset, require_columns
 
 ROWS = [{"problem": "What is 1 + 2?", "solution": "3"}, {"problem": "What is 2 + 2?", "solution": "4"}]
 
@@ -55,3 +56,15 @@ def test_resume_skips_a_checkpoint_killed_while_saving(tmp_path):
         (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     assert resume_checkpoint(Args(tmp_path)).endswith("checkpoint-4")
     assert resume_checkpoint(Args(tmp_path, "somewhere/checkpoint-2")) == "somewhere/checkpoint-2"
+
+
+@pytest.mark.parametrize("flags", [["--gradient_checkpointing", "true"], ["--gradient_checkpointing=true"]])
+def test_deprecated_checkpointing_flag_still_wins_over_the_yaml(flags):
+    """The shipped YAMLs set `activation_checkpointing: false`; transformers would let it silently beat the old flag."""
+    from recipes.common import parse_recipe_args
+    from recipes.sft import DEFAULT_CONFIG, make_parser
+
+    _, training_args, _ = parse_recipe_args(make_parser(), DEFAULT_CONFIG, flags)
+    assert training_args.activation_checkpointing is True
+    _, training_args, _ = parse_recipe_args(make_parser(), DEFAULT_CONFIG, [])
+    assert training_args.activation_checkpointing is False

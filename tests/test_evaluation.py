@@ -19,19 +19,26 @@ CORRECT = "<think>\nLet me add.\n7 + 5 = 12\n12 + 9 = 21\n</think>\n<answer>\n21
 WRONG = "<think>\nThis is easy.\n</think>\n<answer>\n20\n</answer>"
 NO_TAGS = "7 + 5 = 12\n12 + 9 = 21\nThe answer is 21."
 CHINESE = "<think>\n我们 相加.\n7 加 5 等于 12\n12 + 9 = 21\n</think>\n<answer>\n21\n</answer>"
-REFLECTIVE = "<think>\nLet me think.\n7 + 5 = 13\nWait, 7 + 5 = 12, not 13.\n12 + 9 = 21\n</think>\n<answer>\n21\n</answer>"
+REFLECTIVE = (
+    "<think>\nLet me think.\n7 + 5 = 13\nWait, 7 + 5 = 12, not 13.\n12 + 9 = 21\n</think>\n<answer>\n21\n</answer>"
+)
 
 
 def score(completions):
     return score_completions(
-        [make_prompt(PROBLEM)] * len(completions), completions, ["21"] * len(completions),
+        [make_prompt(PROBLEM)] * len(completions),
+        completions,
+        ["21"] * len(completions),
         completion_tokens=list(range(1, len(completions) + 1)),
     )
 
 
 def test_metrics_of_hand_written_completions():
     assert score([CORRECT]) == {
-        "accuracy": 1.0, "format_compliance": 1.0, "language_consistency": 1.0, "reflection_rate": 0.0,
+        "accuracy": 1.0,
+        "format_compliance": 1.0,
+        "language_consistency": 1.0,
+        "reflection_rate": 0.0,
         "mean_completion_tokens": 1.0,
     }
     wrong = score([WRONG])
@@ -77,13 +84,16 @@ def test_comparison_table_shows_percent_points_and_counts():
 def test_several_samples_per_problem_give_pass1_and_its_standard_error():
     # Problem 0: one of two samples right; problem 1: both right. pass@1 = (0.5 + 1) / 2; per-problem scores
     # 0.5 and 1.0 have sample variance 0.125, so the standard error is sqrt(0.125 / 2) = 0.25.
-    metrics = score_completions([make_prompt(PROBLEM)] * 4, [CORRECT, WRONG, CORRECT, REFLECTIVE], ["21"] * 4,
-                                samples_per_problem=2)
+    metrics = score_completions(
+        [make_prompt(PROBLEM)] * 4, [CORRECT, WRONG, CORRECT, REFLECTIVE], ["21"] * 4, samples_per_problem=2
+    )
     assert metrics["accuracy"] == pytest.approx(0.75) and metrics["accuracy_stderr"] == pytest.approx(0.25)
     assert "accuracy_stderr" not in score([CORRECT, WRONG])  # only when asked for
     with pytest.raises(ValueError, match="runs of samples_per_problem=2"):
         score_completions([make_prompt(PROBLEM)] * 3, [CORRECT] * 3, ["21"] * 3, samples_per_problem=2)
-    table = format_comparison_table({"accuracy": 0.5, "accuracy_stderr": 0.02}, {"accuracy": 0.9, "accuracy_stderr": 0.0125})
+    table = format_comparison_table(
+        {"accuracy": 0.5, "accuracy_stderr": 0.02}, {"accuracy": 0.9, "accuracy_stderr": 0.0125}
+    )
     assert "| accuracy | 50.0% ± 2.0 | 90.0% ± 1.2 | +40.0 pts |" in table
     assert "stderr" not in table  # shown next to its metric, not as a row of its own
 
@@ -141,7 +151,9 @@ def test_bad_arguments_say_what_to_change(tokenizer):
 def test_evaluate_heldout_scores_a_scripted_model(tokenizer):
     """A model that always answers 21 is right exactly on the held-out problems whose sum is 21."""
     test = make_splits(seed=0, n_train=0, n_test=30)["test"]
-    model = ScriptedLM(tokenizer(CORRECT, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id, tokenizer.pad_token_id)
+    model = ScriptedLM(
+        tokenizer(CORRECT, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id, tokenizer.pad_token_id
+    )
     metrics = evaluate_heldout(model, tokenizer, test, max_new_tokens=64)
     assert metrics["accuracy"] == pytest.approx(test["solution"].count("21") / 30)
     assert metrics["format_compliance"] == 1.0 and metrics["reflection_rate"] == 0.0
@@ -149,8 +161,12 @@ def test_evaluate_heldout_scores_a_scripted_model(tokenizer):
 
 def test_evaluate_heldout_answers_each_problem_k_times(tokenizer):
     test = make_splits(seed=0, n_train=0, n_test=5)["test"]
-    model = ScriptedLM(tokenizer(CORRECT, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id, tokenizer.pad_token_id)
-    metrics = evaluate_heldout(model, tokenizer, test, max_new_tokens=64, greedy=False, samples_per_problem=3, batch_size=4)
+    model = ScriptedLM(
+        tokenizer(CORRECT, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id, tokenizer.pad_token_id
+    )
+    metrics = evaluate_heldout(
+        model, tokenizer, test, max_new_tokens=64, greedy=False, samples_per_problem=3, batch_size=4
+    )
     assert sum(len(ids) for ids, _, _ in model.batches) == 15
     assert metrics["accuracy"] == pytest.approx(test["solution"].count("21") / 5)
     assert metrics["accuracy_stderr"] >= 0.0

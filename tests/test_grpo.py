@@ -10,6 +10,7 @@ from modeling_deepseek_mini import DeepseekMiniConfig, DeepseekMiniForCausalLM
 from recipes.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
 from recipes.task import make_splits
 
+
 def text_length(completions, **kwargs) -> list[float]:
     """A reward that differs between random completions, so an untrained model gets non-zero advantages."""
     return [len(completion) / 100 for completion in completions]
@@ -32,9 +33,19 @@ def tokenizer(offline_chat_tokenizer_path):
 
 def grpo_args(tmp_path, **overrides) -> DeepseekGRPOConfig:
     values = dict(
-        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8, num_generations=4,
-        max_completion_length=12, learning_rate=1e-2, logging_steps=1, save_strategy="no", report_to="none",
-        use_cpu=True, bf16=False, seed=0,
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=12,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=True,  # TRL's default, under its current name
+        seed=0,
     )
     return DeepseekGRPOConfig(**(values | overrides))
 
@@ -82,9 +93,11 @@ def test_deepseek_mini_trains_and_balances(tmp_path, task, tokenizer):
     updates = spy_on_bias_updates(model)
     before = snapshot(model)
     trainer = DeepseekGRPOTrainer(
-        model=model, reward_funcs=["accuracy", "format", text_length],
+        model=model,
+        reward_funcs=["accuracy", "format", text_length],
         args=grpo_args(tmp_path, expert_bias_update_speed=0.01),
-        train_dataset=task["train"], processing_class=tokenizer,
+        train_dataset=task["train"],
+        processing_class=tokenizer,
     )
     trainer.train()
 
@@ -107,8 +120,11 @@ def test_bias_update_speed_zero_freezes(tmp_path, task, tokenizer):
     model = tiny_deepseek(tokenizer)
     biases = [moe.gate.e_score_correction_bias.clone() for moe in model.model.moe_layers()]
     trainer = DeepseekGRPOTrainer(
-        model=model, reward_funcs=["format"], args=grpo_args(tmp_path, max_steps=1, expert_bias_update_speed=0.0),
-        train_dataset=task["train"], processing_class=tokenizer,
+        model=model,
+        reward_funcs=["format"],
+        args=grpo_args(tmp_path, max_steps=1, expert_bias_update_speed=0.0),
+        train_dataset=task["train"],
+        processing_class=tokenizer,
     )
     trainer.train()
     for old, moe in zip(biases, model.model.moe_layers()):
@@ -120,8 +136,11 @@ def test_any_causal_lm(tmp_path, task, tokenizer, tiny_causal_lm_path, arch):
     model = AutoModelForCausalLM.from_pretrained(tiny_causal_lm_path(arch))
     before = snapshot(model)
     trainer = DeepseekGRPOTrainer(
-        model=model, reward_funcs=["accuracy", "format", text_length], args=grpo_args(tmp_path),
-        train_dataset=task["train"], processing_class=tokenizer,
+        model=model,
+        reward_funcs=["accuracy", "format", text_length],
+        args=grpo_args(tmp_path),
+        train_dataset=task["train"],
+        processing_class=tokenizer,
     )
     trainer.train()
     assert changed(before, model)
@@ -132,8 +151,12 @@ def test_any_causal_lm(tmp_path, task, tokenizer, tiny_causal_lm_path, arch):
 def test_lora(tmp_path, task, tokenizer, tiny_causal_lm_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_causal_lm_path("qwen2"))
     trainer = DeepseekGRPOTrainer(
-        model=model, reward_funcs=["format", text_length], args=grpo_args(tmp_path), train_dataset=task["train"],
-        processing_class=tokenizer, peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+        model=model,
+        reward_funcs=["format", text_length],
+        args=grpo_args(tmp_path),
+        train_dataset=task["train"],
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
     )
     before = snapshot(trainer.model)
     assert before and all("lora_" in name for name in before), "only the adapters should be trainable"
@@ -148,10 +171,16 @@ def test_rewards_by_dotted_path_with_params(tmp_path, monkeypatch, task, tokeniz
     monkeypatch.syspath_prepend(str(tmp_path))
     args = grpo_args(tmp_path, max_steps=1, reward_params={"repetition": {"ngram_size": 2}})
     trainer = DeepseekGRPOTrainer(
-        model=tiny_deepseek(tokenizer), reward_funcs=["repetition", "grpo_user_rewards:shortness"], args=args,
-        train_dataset=task["train"], processing_class=tokenizer,
+        model=tiny_deepseek(tokenizer),
+        reward_funcs=["repetition", "grpo_user_rewards:shortness"],
+        args=args,
+        train_dataset=task["train"],
+        processing_class=tokenizer,
     )
-    assert trainer.reward_func_names == ["repetition", "grpo_user_rewards:shortness"]  # the name written is the name logged
+    assert trainer.reward_func_names == [
+        "repetition",
+        "grpo_user_rewards:shortness",
+    ]  # the name written is the name logged
     trainer.train()
     assert "rewards/grpo_user_rewards:shortness/mean" in logged_keys(trainer)
 
@@ -159,16 +188,22 @@ def test_rewards_by_dotted_path_with_params(tmp_path, monkeypatch, task, tokeniz
 def test_unknown_reward_fails_before_training(tmp_path, task, tokenizer):
     with pytest.raises(ValueError, match="acuracy"):
         DeepseekGRPOTrainer(
-            model=tiny_deepseek(tokenizer), reward_funcs=["acuracy"], args=grpo_args(tmp_path),
-            train_dataset=task["train"], processing_class=tokenizer,
+            model=tiny_deepseek(tokenizer),
+            reward_funcs=["acuracy"],
+            args=grpo_args(tmp_path),
+            train_dataset=task["train"],
+            processing_class=tokenizer,
         )
 
 
 def test_missing_column_fails_before_training(tmp_path, task, tokenizer):
     with pytest.raises(ValueError, match="solution"):
         DeepseekGRPOTrainer(
-            model=tiny_deepseek(tokenizer), reward_funcs=["accuracy"], args=grpo_args(tmp_path),
-            train_dataset=task["train"].remove_columns("solution"), processing_class=tokenizer,
+            model=tiny_deepseek(tokenizer),
+            reward_funcs=["accuracy"],
+            args=grpo_args(tmp_path),
+            train_dataset=task["train"].remove_columns("solution"),
+            processing_class=tokenizer,
         )
 
 

@@ -19,9 +19,22 @@ GRPO = str(ROOT / "recipes" / "grpo.py")
 
 # A run of a few seconds per step on the shipped tiny base.
 TINY_RUN = [
-    "--builtin_train_size", "32", "--builtin_test_size", "4", "--eval_max_samples", "4",
-    "--per_device_train_batch_size", "8", "--num_generations", "4", "--max_completion_length", "16",
-    "--logging_steps", "1", "--report_to", "none",
+    "--builtin_train_size",
+    "32",
+    "--builtin_test_size",
+    "4",
+    "--eval_max_samples",
+    "4",
+    "--per_device_train_batch_size",
+    "8",
+    "--num_generations",
+    "4",
+    "--max_completion_length",
+    "16",
+    "--logging_steps",
+    "1",
+    "--report_to",
+    "none",
 ]
 
 
@@ -47,12 +60,22 @@ def test_bad_config_fails_before_training(tmp_path):
     assert result.returncode != 0 and "not_a_field" in result.stderr
 
 
+@pytest.mark.canary
 def test_cli_default_saves_hub_ready_folder(tmp_path):
     out = tmp_path / "run"
-    result = run([sys.executable, GRPO, *TINY_RUN, "--max_steps", "2", "--output_dir", str(out)])
+    result = run([sys.executable, GRPO, *TINY_RUN, "--max_steps", "3", "--output_dir", str(out)])
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
     assert "| held-out metric | before | after |" in result.stdout
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "stage.json",
-                 "heldout_before.json", "heldout_after.json", "modeling_deepseek_mini.py"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "README.md",
+        "stage.json",
+        "heldout_before.json",
+        "heldout_after.json",
+        "modeling_deepseek_mini.py",
+    ):
         assert (out / name).exists(), name
     assert "auto_map" in json.loads((out / "config.json").read_text())
     assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))
@@ -64,8 +87,10 @@ def test_cli_default_saves_hub_ready_folder(tmp_path):
 def test_two_cpu_processes_keep_biases_identical(tmp_path, offline_chat_tokenizer_path):
     worker = str(ROOT / "tests" / "workers" / "grpo_two_ranks.py")
     config = str(ACCELERATE_DIR / "cpu_multi.yaml")
-    run(["accelerate", "launch", "--config_file", config, worker, offline_chat_tokenizer_path, str(tmp_path)],
-        timeout=600)
+    run(
+        ["accelerate", "launch", "--config_file", config, worker, offline_chat_tokenizer_path, str(tmp_path)],
+        timeout=600,
+    )
     assert [json.loads((tmp_path / f"world_rank{r}.json").read_text())["world_size"] for r in (0, 1)] == [2, 2]
     rank0, rank1 = (load_file(tmp_path / f"bias_rank{r}.safetensors") for r in (0, 1))
     assert any(bias.abs().sum() > 0 for bias in rank0.values()), "the biases never moved"
@@ -84,13 +109,29 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> Non
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     """A run killed after its step-4 checkpoint resumes from it (optimizer, scheduler, RNG and routing biases
     restored) and ends with exactly the weights of a run that was never interrupted."""
-    args = [*TINY_RUN, "--max_steps", "6", "--save_steps", "2", "--eval_heldout", "false",
-            "--expert_bias_update_speed", "0.01", "--learning_rate", "1e-3"]
+    args = [
+        *TINY_RUN,
+        "--max_steps",
+        "6",
+        "--save_steps",
+        "2",
+        "--eval_heldout",
+        "false",
+        "--expert_bias_update_speed",
+        "0.01",
+        "--learning_rate",
+        "1e-3",
+    ]
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     run([sys.executable, GRPO, *args, "--output_dir", str(reference)])
 
-    process = subprocess.Popen([sys.executable, GRPO, *args, "--output_dir", str(killed)], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, GRPO, *args, "--output_dir", str(killed)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for(killed / "checkpoint-4" / "trainer_state.json", process)
     process.send_signal(signal.SIGKILL)
     process.wait()

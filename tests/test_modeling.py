@@ -13,6 +13,8 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 import modeling_deepseek_mini.modeling_deepseek_mini as modeling
 from modeling_deepseek_mini import DeepseekMiniConfig, DeepseekMiniForCausalLM, parameter_counts
 
+pytestmark = pytest.mark.canary  # also run against the newest allowed releases (.ci/run)
+
 YARN = dict(
     rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=32,
     beta_fast=32.0, beta_slow=1.0, mscale=1.0, mscale_all_dim=1.0,

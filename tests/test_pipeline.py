@@ -29,15 +29,26 @@ from recipes.pipeline import (
 
 PIPELINE_CONFIGS = sorted((CONFIGS_DIR / "pipeline").glob("*.yaml"))
 
-GRPO_MICRO = {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 4, "max_completion_length": 12,
-              "logging_steps": 1}
+GRPO_MICRO = {
+    "max_steps": 1,
+    "per_device_train_batch_size": 4,
+    "num_generations": 4,
+    "max_completion_length": 12,
+    "logging_steps": 1,
+}
 MICRO = {
     "r1_zero": GRPO_MICRO,
     "cold_start_sft": {"builtin_train_size": 8, "max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 1},
     "reasoning_rl": GRPO_MICRO,
     # a micro model passes no quality filter: keep whatever it writes, once per prompt
-    "rejection_sampling": {"max_prompts": 4, "num_generations": 2, "max_new_tokens": 12, "builtin_train_size": 40,
-                           "filters": ["dedup", "per_prompt_cap"], "max_per_prompt": 1},
+    "rejection_sampling": {
+        "max_prompts": 4,
+        "num_generations": 2,
+        "max_new_tokens": 12,
+        "builtin_train_size": 40,
+        "filters": ["dedup", "per_prompt_cap"],
+        "max_per_prompt": 1,
+    },
     "rs_sft": {"max_steps": 1, "per_device_train_batch_size": 4},
     "reward_model": {"builtin_train_size": 8, "builtin_test_size": 4, "max_steps": 1, "per_device_train_batch_size": 4},
     "all_scenario_data": {"n_train": 8, "n_test": 2},
@@ -71,10 +82,23 @@ def record(folder: Path) -> dict:
 
 
 def test_flags_from_yaml_values():
-    assert as_flags({"max_steps": 5, "reward_funcs": ["accuracy", "format"], "eval_heldout": False,
-                     "reward_params": {"cosine": {"max_len": 8}}}) == [
-        "--max_steps", "5", "--reward_funcs", "accuracy", "format", "--eval_heldout", "false",
-        "--reward_params", '{"cosine": {"max_len": 8}}',
+    assert as_flags(
+        {
+            "max_steps": 5,
+            "reward_funcs": ["accuracy", "format"],
+            "eval_heldout": False,
+            "reward_params": {"cosine": {"max_len": 8}},
+        }
+    ) == [
+        "--max_steps",
+        "5",
+        "--reward_funcs",
+        "accuracy",
+        "format",
+        "--eval_heldout",
+        "false",
+        "--reward_params",
+        '{"cosine": {"max_len": 8}}',
     ]
     with pytest.raises(ValueError, match="leave the key out"):
         as_flags({"dataset_name": None})
@@ -99,23 +123,31 @@ def test_stage_command_lines_resolve_references_and_hub_repos(tmp_path):
     assert "--push_to_hub" not in argv["all_scenario_data"]
 
 
-@pytest.mark.parametrize("stages, message", [
-    ([{"name": "a", "recipe": "sft", "args": {"model_name_or_path": "${b}"}}, {"name": "b", "recipe": "sft"}],
-     "not an earlier stage"),
-    ([{"name": "a", "recipe": "sft"}, {"name": "a", "recipe": "grpo"}], "used twice"),
-    ([{"name": "a", "recipe": "ppo"}], "unknown recipe"),
-    ([{"name": "a", "recipe": "sft", "args": {"output_dir": "x"}}], "leave output_dir out"),
-])
+@pytest.mark.parametrize(
+    "stages, message",
+    [
+        (
+            [{"name": "a", "recipe": "sft", "args": {"model_name_or_path": "${b}"}}, {"name": "b", "recipe": "sft"}],
+            "not an earlier stage",
+        ),
+        ([{"name": "a", "recipe": "sft"}, {"name": "a", "recipe": "grpo"}], "used twice"),
+        ([{"name": "a", "recipe": "ppo"}], "unknown recipe"),
+        ([{"name": "a", "recipe": "sft", "args": {"output_dir": "x"}}], "leave output_dir out"),
+    ],
+)
 def test_bad_pipelines_fail_before_any_stage_runs(tmp_path, stages, message):
     with pytest.raises(ValueError, match=message):
         PipelineConfig(output_dir=str(tmp_path), stages=stages)
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"greedy": True, "samples_per_problem": 4}, "1 with eval.greedy"),
-    ({"greedy": False, "samples_per_problem": 0}, "must be >= 1"),
-    ({"greedy": False, "temperature": 0.0}, "eval.temperature must be > 0"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"greedy": True, "samples_per_problem": 4}, "1 with eval.greedy"),
+        ({"greedy": False, "samples_per_problem": 0}, "must be >= 1"),
+        ({"greedy": False, "temperature": 0.0}, "eval.temperature must be > 0"),
+    ],
+)
 def test_bad_eval_settings_fail_before_any_stage_runs(tmp_path, settings, message):
     with pytest.raises(ValueError, match=message):
         PipelineConfig(output_dir=str(tmp_path), stages=[{"name": "a", "recipe": "sft"}], eval=settings)
@@ -160,16 +192,34 @@ def test_a_failing_stage_is_not_marked_done(tmp_path, monkeypatch):
 
 
 def test_results_table_shows_shares_in_percent_and_notes():
-    table = format_results_table([
-        {"stage": "base", "recipe": "", "accuracy": 0.25, "format_compliance": 1.0, "language_consistency": 0.5,
-         "mean_completion_tokens": 40.0, "reflection_rate": 0.0},
-        {"stage": "r1_zero", "recipe": "grpo", "accuracy": 0.5, "format_compliance": 1.0,
-         "language_consistency": float("nan"), "mean_completion_tokens": 8.0, "reflection_rate": 0.0},
-        {"stage": "rs", "recipe": "rejection_sampling", "note": "kept_reasoning 12"},
-    ])
+    table = format_results_table(
+        [
+            {
+                "stage": "base",
+                "recipe": "",
+                "accuracy": 0.25,
+                "format_compliance": 1.0,
+                "language_consistency": 0.5,
+                "mean_completion_tokens": 40.0,
+                "reflection_rate": 0.0,
+            },
+            {
+                "stage": "r1_zero",
+                "recipe": "grpo",
+                "accuracy": 0.5,
+                "format_compliance": 1.0,
+                "language_consistency": float("nan"),
+                "mean_completion_tokens": 8.0,
+                "reflection_rate": 0.0,
+            },
+            {"stage": "rs", "recipe": "rejection_sampling", "note": "kept_reasoning 12"},
+        ]
+    )
     assert "| base |  | 25.0% | 100.0% | 50.0% | 40.0 | 0.0% |  |" in table
     assert "| r1_zero | grpo | 50.0% | 100.0% | n/a | 8.0 | 0.0% |  |" in table
-    with_stderr = format_results_table([{"stage": "r1", "recipe": "grpo", "accuracy": 0.955, "accuracy_stderr": 0.0071}])
+    with_stderr = format_results_table(
+        [{"stage": "r1", "recipe": "grpo", "accuracy": 0.955, "accuracy_stderr": 0.0071}]
+    )
     assert with_stderr.splitlines()[-1].startswith("| r1 | grpo | 95.5% ± 0.7 |")
     assert table.splitlines()[-1] == "| rs | rejection_sampling |  |  |  |  |  | kept_reasoning 12 |"
 
@@ -199,8 +249,9 @@ def micro_run(tmp_path_factory):
         mp.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: RepoUrl(repo_id))
         mp.setattr(HfApi, "upload_folder", upload_folder)
         mp.setattr(HfApi, "upload_file", lambda self, **kw: uploads.append(kw))
-        mp.setattr(Dataset, "push_to_hub",
-                   lambda self, repo_id, **kw: uploads.append({"repo_id": repo_id, "rows": len(self)}))
+        mp.setattr(
+            Dataset, "push_to_hub", lambda self, repo_id, **kw: uploads.append({"repo_id": repo_id, "rows": len(self)})
+        )
         config = micro_config(out, hub_prefix=HUB_PREFIX)
         rows = run_pipeline(config)
     return config, rows, uploads
@@ -260,8 +311,10 @@ def test_the_table_has_one_row_per_stage_and_plots(micro_run):
     assert [row["stage"] for row in rows] == ["base", *(stage.name for stage in config.stages)]
     for row in rows:
         policy = row["stage"] == "base" or RECIPES[row["recipe"]].policy
-        assert ({"accuracy", "format_compliance", "language_consistency", "mean_completion_tokens",
-                 "reflection_rate"} <= set(row)) == policy
+        assert (
+            {"accuracy", "format_compliance", "language_consistency", "mean_completion_tokens", "reflection_rate"}
+            <= set(row)
+        ) == policy
     assert "kept_reasoning" in next(row for row in rows if row["stage"] == "rejection_sampling")["note"]
     assert (out / "results.json").read_text() == json.dumps(rows, indent=2)  # NaN-safe comparison
     assert "| distill_llama | distill |" in (out / "results.md").read_text()
@@ -283,12 +336,17 @@ def test_an_unfinished_stage_reruns_from_its_last_checkpoint(micro_run, monkeypa
     (folder / DONE_MARKER).unlink()  # as if the run had been killed after its last checkpoint
     loaded, ran = [], []
     original_load = Trainer._load_from_checkpoint
-    monkeypatch.setattr(Trainer, "_load_from_checkpoint",
-                        lambda self, path, *a, **kw: (loaded.append(path), original_load(self, path, *a, **kw)))
+    monkeypatch.setattr(
+        Trainer,
+        "_load_from_checkpoint",
+        lambda self, path, *a, **kw: (loaded.append(path), original_load(self, path, *a, **kw)),
+    )
     for name, recipe in list(RECIPES.items()):
+
         def spy(*args, recipe=recipe, name=name):
             ran.append(name)
             recipe.main(*args)
+
         monkeypatch.setitem(RECIPES, name, replace(recipe, main=spy))
     measured = (Path(config.output_dir) / "eval" / "cold_start_sft.json").stat().st_mtime_ns
     cold = next(s for s in config.stages if s.name == "cold_start_sft")

@@ -21,7 +21,9 @@ def tokenizer():
 
 
 def test_tokenizer_round_trips_text_with_chinese_and_tags(tokenizer):
-    text = "<think>\n我们 一步一步 相加.\n12 加 9 等于 21\nWait, 12 + 9 = 21, not 20.\n</think>\n<answer>\n21\n</answer>"
+    text = (
+        "<think>\n我们 一步一步 相加.\n12 加 9 等于 21\nWait, 12 + 9 = 21, not 20.\n</think>\n<answer>\n21\n</answer>"
+    )
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert tokenizer.decode(ids) == text
     assert tokenizer.decode(ids, skip_special_tokens=True) == text  # the tags are not special: TRL keeps them
@@ -43,7 +45,10 @@ def test_prompt_and_completion_meet_on_a_token_boundary(tokenizer):
     prompt = make_prompt("What is 4 + 5 + 6?")
     completion = "<think>\nLet me think.\n4 + 5 = 9\n</think>\n<answer>\n15\n</answer>"
     whole = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
-    parts = tokenizer(prompt, add_special_tokens=False)["input_ids"] + tokenizer(completion, add_special_tokens=False)["input_ids"]
+    parts = (
+        tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        + tokenizer(completion, add_special_tokens=False)["input_ids"]
+    )
     assert whole == parts
 
 
@@ -72,7 +77,14 @@ def test_bad_config_fails_before_training():
 
 def test_default_config_parses_with_overrides():
     script_args, training_args = make_parser().parse_args_and_config(
-        ["--config", str(CONFIGS_DIR / "pretrain_tiny.yaml"), "--corpus_size", "123", "--model_overrides", '{"hidden_size": 64}']
+        [
+            "--config",
+            str(CONFIGS_DIR / "pretrain_tiny.yaml"),
+            "--corpus_size",
+            "123",
+            "--model_overrides",
+            '{"hidden_size": 64}',
+        ]
     )
     assert script_args.corpus_size == 123 and script_args.model_overrides == {"hidden_size": 64}
     assert training_args.output_dir == "recipes/assets/tiny-base" and training_args.save_strategy == "no"
@@ -84,19 +96,28 @@ def test_micro_pretraining_saves_a_folder_that_auto_classes_load(tmp_path):
         corpus_size=64, tokenizer_docs=64, model_overrides=MICRO_MODEL, eval_size=3, eval_max_new_tokens=4
     )
     training_args = TrainingArguments(
-        output_dir=output_dir, max_steps=3, per_device_train_batch_size=4, learning_rate=1e-3, use_cpu=True,
-        save_strategy="no", report_to="none", disable_tqdm=True, seed=0,
+        output_dir=output_dir,
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        use_cpu=True,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
     )
     main(script_args, training_args)
 
     files = set(os.listdir(output_dir))
     assert {"model.safetensors", "config.json", "tokenizer.json", "modeling_deepseek_mini.py", "README.md"} <= files
     assert not any(f.endswith((".bin", ".pt", ".pth")) for f in files)  # safetensors only
-    config = json.load(open(os.path.join(output_dir, "config.json")))
+    config = json.loads(Path(output_dir, "config.json").read_text())
     assert config["auto_map"]["AutoModelForCausalLM"].endswith("DeepseekMiniForCausalLM")
     assert config["num_nextn_predict_layers"] == 1
-    card = json.load(open(os.path.join(output_dir, "stage.json")))
-    assert card["stage"] == "pretrain" and "greedy/accuracy" in card["metrics"] and "sampled/accuracy" in card["metrics"]
+    card = json.loads(Path(output_dir, "stage.json").read_text())
+    assert (
+        card["stage"] == "pretrain" and "greedy/accuracy" in card["metrics"] and "sampled/accuracy" in card["metrics"]
+    )
 
     model = AutoModelForCausalLM.from_pretrained(output_dir, trust_remote_code=True)
     tokenizer = AutoTokenizer.from_pretrained(output_dir, trust_remote_code=True)

@@ -79,14 +79,18 @@ def test_not_repetitive_reads_the_repetition_score():
 
 
 def test_dedup_compares_normalised_text_within_a_prompt():
-    kept = deduplicate([
-        sample("<think>\n7 + 5 = 12\n</think>", index=0),
-        sample("<THINK> 7 + 5  = 12 </think>", index=0),  # same text up to case and whitespace
-        sample("<think>\n7 + 5 = 12\n</think>", index=1),  # same text, another prompt
-        sample("<think>\n5 + 7 = 12\n</think>", index=0),
-    ])
+    kept = deduplicate(
+        [
+            sample("<think>\n7 + 5 = 12\n</think>", index=0),
+            sample("<THINK> 7 + 5  = 12 </think>", index=0),  # same text up to case and whitespace
+            sample("<think>\n7 + 5 = 12\n</think>", index=1),  # same text, another prompt
+            sample("<think>\n5 + 7 = 12\n</think>", index=0),
+        ]
+    )
     assert [(s.prompt_index, s.completion) for s in kept] == [
-        (0, "<think>\n7 + 5 = 12\n</think>"), (1, "<think>\n7 + 5 = 12\n</think>"), (0, "<think>\n5 + 7 = 12\n</think>"),
+        (0, "<think>\n7 + 5 = 12\n</think>"),
+        (1, "<think>\n7 + 5 = 12\n</think>"),
+        (0, "<think>\n5 + 7 = 12\n</think>"),
     ]
 
 
@@ -137,8 +141,16 @@ def test_apply_filters_counts_each_removal_once_in_order():
     args = RejectionSamplingArguments(general_ratio=0.0, general_dataset_name=None, max_completion_tokens=128)
     kept, removed = apply_filters(samples, args)
     assert [s.completion for s in kept] == ["d"]
-    assert removed == {"correct": 1, "well_formed": 1, "language_consistent": 0, "finished": 0, "within_length": 1,
-                       "not_repetitive": 0, "dedup": 1, "per_prompt_cap": 0}
+    assert removed == {
+        "correct": 1,
+        "well_formed": 1,
+        "language_consistent": 0,
+        "finished": 0,
+        "within_length": 1,
+        "not_repetitive": 0,
+        "dedup": 1,
+        "per_prompt_cap": 0,
+    }
     assert list(removed) == list(FILTERS)
 
 
@@ -146,13 +158,16 @@ def test_apply_filters_counts_each_removal_once_in_order():
 # Configuration, messages, mixing
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"filters": ["correct", "shiny"]}, "Unknown filter"),
-    ({"general_ratio": 1.0}, "general_ratio"),
-    ({"prompt_template": "jinja"}, "prompt_template"),
-    ({"push_to_hub": True}, "hub_dataset_id"),
-    ({"gold_answer_regex": "no group"}, "capture group"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"filters": ["correct", "shiny"]}, "Unknown filter"),
+        ({"general_ratio": 1.0}, "general_ratio"),
+        ({"prompt_template": "jinja"}, "prompt_template"),
+        ({"push_to_hub": True}, "hub_dataset_id"),
+        ({"gold_answer_regex": "no group"}, "capture group"),
+    ],
+)
 def test_bad_arguments_fail_with_what_to_change(bad, message):
     with pytest.raises(ValueError, match=message):
         RejectionSamplingArguments(**bad)
@@ -165,8 +180,10 @@ def test_sampling_config_rejects_a_zero_temperature():
 
 def test_messages_append_the_completion_to_the_prompt():
     assert to_messages(PROMPT, "x") == [*PROMPT, {"role": "assistant", "content": "x"}]
-    assert to_messages("plain prompt", "x") == [{"role": "user", "content": "plain prompt"},
-                                                {"role": "assistant", "content": "x"}]
+    assert to_messages("plain prompt", "x") == [
+        {"role": "user", "content": "plain prompt"},
+        {"role": "assistant", "content": "x"},
+    ]
 
 
 @pytest.mark.parametrize("n_reasoning, ratio, expected", [(30, 0.25, 10), (30, 0.0, 0), (10, 0.5, 10)])
@@ -186,7 +203,9 @@ def test_transformers_sampling_gives_k_samples_per_prompt_with_finish_flags(tiny
     path = tiny_causal_lm_path("qwen2")
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     prompts = [PROMPT, [{"role": "user", "content": "Hi"}], "plain text prompt"]
-    samples = sample_with_transformers(model, tokenizer, prompts, SamplingConfig(num_generations=3, max_new_tokens=12, generation_batch_size=2))
+    samples = sample_with_transformers(
+        model, tokenizer, prompts, SamplingConfig(num_generations=3, max_new_tokens=12, generation_batch_size=2)
+    )
     assert [s.prompt_index for s in samples] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     for s in samples:
         assert 1 <= s.num_tokens <= 12
@@ -201,14 +220,33 @@ def test_recipe_writes_and_pushes_a_scored_messages_dataset_with_filter_stats(tm
     from recipes.rejection_sampling import main
 
     pushed = []
-    monkeypatch.setattr(Dataset, "push_to_hub", lambda self, repo_id, **kw: pushed.append(("rows", repo_id, kw, len(self))))
-    monkeypatch.setattr(HfApi, "upload_file", lambda self, **kw: pushed.append(
-        ("file", kw["repo_id"], kw["path_in_repo"], kw["repo_type"], json.loads(Path(kw["path_or_fileobj"]).read_text()))
-    ))
+    monkeypatch.setattr(
+        Dataset, "push_to_hub", lambda self, repo_id, **kw: pushed.append(("rows", repo_id, kw, len(self)))
+    )
+    monkeypatch.setattr(
+        HfApi,
+        "upload_file",
+        lambda self, **kw: pushed.append(
+            (
+                "file",
+                kw["repo_id"],
+                kw["path_in_repo"],
+                kw["repo_type"],
+                json.loads(Path(kw["path_or_fileobj"]).read_text()),
+            )
+        ),
+    )
     out = tmp_path / "rs"
     # 96 samples: enough that a base right a few percent of the time yields some to keep
-    args = RejectionSamplingArguments(max_prompts=16, builtin_train_size=200, output_dir=str(out), general_ratio=0.25,
-                                      max_completion_tokens=96, push_to_hub=True, hub_dataset_id="me/rs-data")
+    args = RejectionSamplingArguments(
+        max_prompts=16,
+        builtin_train_size=200,
+        output_dir=str(out),
+        general_ratio=0.25,
+        max_completion_tokens=96,
+        push_to_hub=True,
+        hub_dataset_id="me/rs-data",
+    )
     dataset = main(args, SamplingConfig(num_generations=6, max_new_tokens=96, trust_remote_code=True), ModelConfig())
 
     stats = json.loads((out / "filter_stats.json").read_text())
@@ -225,8 +263,10 @@ def test_recipe_writes_and_pushes_a_scored_messages_dataset_with_filter_stats(tm
     assert json.loads((out / "stage.json").read_text())["stage"] == "rejection_sampling"
 
     assert pushed[0] == ("rows", "me/rs-data", {"private": False}, len(reloaded))
-    assert [call[:4] for call in pushed[1:]] == [("file", "me/rs-data", "filter_stats.json", "dataset"),
-                                                 ("file", "me/rs-data", "stage.json", "dataset")]
+    assert [call[:4] for call in pushed[1:]] == [
+        ("file", "me/rs-data", "filter_stats.json", "dataset"),
+        ("file", "me/rs-data", "stage.json", "dataset"),
+    ]
     assert pushed[1][4] == stats
 
 

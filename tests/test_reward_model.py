@@ -72,16 +72,32 @@ def run_recipe(tmp_path, *overrides):
     from recipes.common import parse_recipe_args
     from recipes.reward_model import DEFAULT_CONFIG, main, make_parser
 
-    argv = ["--output_dir", str(tmp_path / "rm"),
-            "--builtin_train_size", "32", "--builtin_test_size", "20", "--max_steps", "2",
-            "--per_device_train_batch_size", "8", "--save_strategy", "no", "--logging_steps", "1", *overrides]
+    argv = [
+        "--output_dir",
+        str(tmp_path / "rm"),
+        "--builtin_train_size",
+        "32",
+        "--builtin_test_size",
+        "20",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "8",
+        "--save_strategy",
+        "no",
+        "--logging_steps",
+        "1",
+        *overrides,
+    ]
     return main(*parse_recipe_args(make_parser(), DEFAULT_CONFIG, argv))
 
 
 def test_recipe_trains_and_writes_a_loadable_reward_model(tmp_path):
     _, metrics = run_recipe(tmp_path)
     out = tmp_path / "rm"
-    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "stage.json"} <= {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "stage.json"} <= {
+        p.name for p in out.iterdir()
+    }
     stage = json.loads((out / "stage.json").read_text())
     assert stage["stage"] == "reward_model" and stage["metrics"] == pytest.approx(metrics)
     assert metrics["heldout_pairs"] == 20 and 0.0 <= metrics["pairwise_accuracy"] <= 1.0
@@ -89,8 +105,10 @@ def test_recipe_trains_and_writes_a_loadable_reward_model(tmp_path):
     assert "## deepseek-mini stage: reward_model" in (out / "README.md").read_text()
 
     judge = rewards.get_reward_func("reward_model", model=str(out), judge="summary")
-    scores = judge(prompts=[[{"role": "user", "content": "What color is grass?"}]],
-                   completions=[[{"role": "assistant", "content": "<think>\nx\n</think>\n<answer>\nGreen.\n</answer>"}]])
+    scores = judge(
+        prompts=[[{"role": "user", "content": "What color is grass?"}]],
+        completions=[[{"role": "assistant", "content": "<think>\nx\n</think>\n<answer>\nGreen.\n</answer>"}]],
+    )
     assert len(scores) == 1 and math.isfinite(scores[0])
 
 

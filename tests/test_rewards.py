@@ -15,6 +15,8 @@ from rewards import check_columns, completion_text, extract_answer, extract_thin
 from rewards import verifier as verifier_module
 from rewards.verifier import MathVerifier, normalize_exact
 
+pytestmark = pytest.mark.canary  # also run against the newest allowed releases (.ci/run)
+
 GOOD = "<think>\nFirst, 1 + 1 = 2.\n</think>\n<answer>\n2\n</answer>"
 
 
@@ -35,7 +37,9 @@ def accuracy():
 def test_completion_text_shapes():
     assert completion_text("plain") == "plain"
     assert completion_text([{"role": "assistant", "content": "conv"}]) == "conv"
-    assert completion_text([{"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "image"}]}]) == "a"
+    assert (
+        completion_text([{"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "image"}]}]) == "a"
+    )
     assert completion_text([{"role": "tool", "content": "x"}, {"role": "assistant", "content": "y"}]) == "y"
     assert completion_text(b"\xff\xfebytes") == "\ufffd\ufffdbytes"
     for junk in (None, 3, [None, 1], {"content": None}, object()):
@@ -60,11 +64,11 @@ def test_extract_answer_and_think():
 def test_accuracy_math(accuracy):
     completions = [
         "<think>x</think><answer>\\frac{1}{2}</answer>",  # correct, LaTeX vs decimal gold
-        "The answer is \\boxed{0.5}.",                  # correct, boxed fallback
-        "<answer>0.25</answer>",                         # wrong
-        "<answer></answer>",                             # empty answer
-        "no answer at all",                              # nothing extracted
-        "<answer>0.5</answer>",                          # gold unparseable -> skip
+        "The answer is \\boxed{0.5}.",  # correct, boxed fallback
+        "<answer>0.25</answer>",  # wrong
+        "<answer></answer>",  # empty answer
+        "no answer at all",  # nothing extracted
+        "<answer>0.5</answer>",  # gold unparseable -> skip
     ]
     golds = ["0.5"] * 5 + ["not math at all"]
     assert accuracy(completions=completions, solution=golds) == [1.0, 1.0, 0.0, 0.0, 0.0, None]
@@ -110,8 +114,10 @@ def test_verifier_bounds_time_on_pathological_answers():
 def test_verifier_kills_a_worker_that_stops_answering(tmp_path, monkeypatch):
     """The hard bound: a worker stuck where no signal reaches it is killed at timeout_s and replaced."""
     stuck = tmp_path / "stuck_worker.py"
-    stuck.write_text("import signal, sys, time\nsignal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])\n"
-                     "print('ready', flush=True)\nsys.stdin.readline()\ntime.sleep(600)\n")
+    stuck.write_text(
+        "import signal, sys, time\nsignal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])\n"
+        "print('ready', flush=True)\nsys.stdin.readline()\ntime.sleep(600)\n"
+    )
     monkeypatch.setattr(verifier_module, "WORKER_SCRIPT", stuck)
     verifier = MathVerifier(timeout_s=1.0, num_workers=1)
     try:
@@ -214,8 +220,9 @@ def test_cosine():
     ids = [[0] * 0, [0] * 0, [0] * 100, [0] * 100, [0] * 50]
     out = reward(completions=completions, completion_ids=ids, solution=["3"] * 5)
     assert out == pytest.approx([1.0, -1.0, 0.5, -0.5, 0.75])
-    assert reward(completions=["\\boxed{3}"] * 2, completion_ids=[[0] * 100, [0] * 10**6],
-                  solution=["3"] * 2) == pytest.approx([0.5, 0.5])  # clamped past max_len
+    assert reward(
+        completions=["\\boxed{3}"] * 2, completion_ids=[[0] * 100, [0] * 10**6], solution=["3"] * 2
+    ) == pytest.approx([0.5, 0.5])  # clamped past max_len
     no_ids = reward(completions=["\\boxed{3}" + " " * 91], solution=["3"])  # 100 characters
     assert no_ids == pytest.approx([0.5])
     assert reward(completions=["\\boxed{3}"], solution=["not math"]) == [None]
@@ -256,10 +263,23 @@ def test_soft_overlong():
 
 
 def test_registry_names_params_and_errors():
-    assert set(rewards.list_rewards()) >= {"accuracy", "format", "tag_count", "language_consistency", "reasoning_steps",
-                                           "cosine", "length", "repetition", "soft_overlong", "code", "reward_model"}
-    funcs = get_reward_funcs(["format", "cosine", "language_consistency"],
-                             {"cosine": {"max_len": 512}, "language_consistency": {"language": "zh"}})
+    assert set(rewards.list_rewards()) >= {
+        "accuracy",
+        "format",
+        "tag_count",
+        "language_consistency",
+        "reasoning_steps",
+        "cosine",
+        "length",
+        "repetition",
+        "soft_overlong",
+        "code",
+        "reward_model",
+    }
+    funcs = get_reward_funcs(
+        ["format", "cosine", "language_consistency"],
+        {"cosine": {"max_len": 512}, "language_consistency": {"language": "zh"}},
+    )
     assert [f.__name__ for f in funcs] == ["format", "cosine", "language_consistency"]
     assert funcs[1].max_len == 512 and funcs[2].scripts == ("han",)
     assert get_reward_funcs(["format"], {"format": None})[0].think_prefilled is None  # YAML `format:` (no value)
@@ -291,7 +311,8 @@ def test_register_reward_decorator():
 
 
 def test_user_rewards_by_dotted_path(tmp_path, monkeypatch):
-    (tmp_path / "my_rewards.py").write_text(textwrap.dedent("""
+    (tmp_path / "my_rewards.py").write_text(
+        textwrap.dedent("""
         def plain(completions, solution, **kwargs):
             return [float(str(s) in str(c)) for c, s in zip(completions, solution)]
 
@@ -302,7 +323,8 @@ def test_user_rewards_by_dotted_path(tmp_path, monkeypatch):
 
         async def asynchronous(completions, **kwargs):
             return [0.0] * len(completions)
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     plain, factory, asynchronous = get_reward_funcs(
         ["my_rewards:plain", "my_rewards:factory", "my_rewards:asynchronous"], {"my_rewards:factory": {"bonus": 2.0}}
@@ -323,8 +345,11 @@ def test_user_rewards_by_dotted_path(tmp_path, monkeypatch):
 def test_check_columns_fails_before_training():
     funcs = get_reward_funcs(["format", "accuracy", "code"], {"accuracy": {"column": "answer"}})
     check_columns(funcs, ["prompt", "answer", "test_cases"])
-    with pytest.raises(ValueError, match="reward 'accuracy' needs the dataset column 'answer'.*"
-                                         "reward 'code' needs the dataset column 'test_cases'"):
+    with pytest.raises(
+        ValueError,
+        match="reward 'accuracy' needs the dataset column 'answer'.*"
+        "reward 'code' needs the dataset column 'test_cases'",
+    ):
         check_columns(funcs, ["prompt", "solution"])
     with pytest.raises(KeyError, match="needs the dataset column 'answer'"):
         funcs[1](completions=["\\boxed{1}"], solution=["1"])
@@ -332,14 +357,21 @@ def test_check_columns_fails_before_training():
 
 def test_trl_calling_convention(accuracy):
     """The keyword arguments GRPOTrainer passes, and the name it logs (`getattr(f, "__name__")`)."""
-    funcs = [accuracy] + get_reward_funcs(["format", "tag_count", "reasoning_steps", "language_consistency",
-                                           "repetition", "soft_overlong"],
-                                          {"soft_overlong": {"max_completion_len": 8, "soft_punish_cache": 2}})
+    funcs = [accuracy] + get_reward_funcs(
+        ["format", "tag_count", "reasoning_steps", "language_consistency", "repetition", "soft_overlong"],
+        {"soft_overlong": {"max_completion_len": 8, "soft_punish_cache": 2}},
+    )
     logged = {}
-    kwargs = {"prompts": [[{"role": "user", "content": "1+1?"}]] * 2, "completions": conversational([GOOD, "junk"]),
-              "completion_ids": [[1, 2, 3], [4] * 9], "solution": ["2", "2"], "extra_column": [0, 1],
-              "trainer_state": object(), "log_extra": lambda name, values: logged.update({name: values}),
-              "log_metric": lambda name, value: None}
+    kwargs = {
+        "prompts": [[{"role": "user", "content": "1+1?"}]] * 2,
+        "completions": conversational([GOOD, "junk"]),
+        "completion_ids": [[1, 2, 3], [4] * 9],
+        "solution": ["2", "2"],
+        "extra_column": [0, 1],
+        "trainer_state": object(),
+        "log_extra": lambda name, values: logged.update({name: values}),
+        "log_metric": lambda name, value: None,
+    }
     for func in funcs:
         out = func(**kwargs)
         assert len(out) == 2 and all(isinstance(v, float) and math.isfinite(v) for v in out), func.__name__

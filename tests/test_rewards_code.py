@@ -42,12 +42,12 @@ def test_parse_test_cases_schema():
 
 def test_scores(code):
     completions = [
-        answer(SUM),                                              # passes all three
+        answer(SUM),  # passes all three
         answer("a, b = map(int, input().split())\nprint(a * b)"),  # passes only 0 0 -> 0
-        answer("print(("),                                        # syntax error
-        "<think>no code</think><answer>I do not know</answer>",   # prose runs as Python: error
+        answer("print(("),  # syntax error
+        "<think>no code</think><answer>I do not know</answer>",  # prose runs as Python: error
         None,
-        [{"role": "assistant", "content": answer(SUM)}],          # conversational
+        [{"role": "assistant", "content": answer(SUM)}],  # conversational
     ]
     out = code(completions=completions, test_cases=[CASES] * 6)
     assert out == pytest.approx([1.0, 1 / 3, 0.0, 0.0, 0.0, 1.0])

@@ -39,8 +39,31 @@ PATHOLOGICAL = [
     "Step 1:\n" * 100_000,
     "\x00\ud800\udfff" * 1_000,
 ]
-PIECES = ["<think>", "</think>", "<answer>", "</answer>", "\\boxed{", "{", "}", "\\frac{", "^{", "10", "0.5", "x",
-          " ", "\n", "中文", "Ж", "α", "$", "\\", "Step 1:", "First,", "```python\n", "```"]
+PIECES = [
+    "<think>",
+    "</think>",
+    "<answer>",
+    "</answer>",
+    "\\boxed{",
+    "{",
+    "}",
+    "\\frac{",
+    "^{",
+    "10",
+    "0.5",
+    "x",
+    " ",
+    "\n",
+    "中文",
+    "Ж",
+    "α",
+    "$",
+    "\\",
+    "Step 1:",
+    "First,",
+    "```python\n",
+    "```",
+]
 
 texts = st.one_of(
     st.none(),
@@ -50,11 +73,17 @@ texts = st.one_of(
     st.sampled_from(PATHOLOGICAL),
 )
 completions = st.one_of(texts, texts.map(lambda t: [{"role": "assistant", "content": t}]))
-golds = st.one_of(st.sampled_from(["2", "0.5", "\\frac{1}{2}", "x^2", "not math", "", "10^{10^{10^{10}}}",
-                                   "\\frac{" * 1_000, None, 7]), st.text(max_size=40))
-prompts = st.one_of(st.text(max_size=40), st.just("Assistant: <think>\n"),
-                    st.lists(st.fixed_dictionaries({"role": st.just("user"), "content": st.text(max_size=20)}),
-                             min_size=1, max_size=2))
+golds = st.one_of(
+    st.sampled_from(
+        ["2", "0.5", "\\frac{1}{2}", "x^2", "not math", "", "10^{10^{10^{10}}}", "\\frac{" * 1_000, None, 7]
+    ),
+    st.text(max_size=40),
+)
+prompts = st.one_of(
+    st.text(max_size=40),
+    st.just("Assistant: <think>\n"),
+    st.lists(st.fixed_dictionaries({"role": st.just("user"), "content": st.text(max_size=20)}), min_size=1, max_size=2),
+)
 token_ids = st.one_of(st.lists(st.integers(0, 50), max_size=200), st.just([1] * 100_000))
 batches = st.lists(st.tuples(completions, golds, prompts, token_ids), min_size=1, max_size=2)
 
@@ -80,8 +109,11 @@ def worst_times(request):
     worst = {}
     yield worst
     lines = [f"  {name:28s} {seconds * 1000:8.1f} ms" for name, seconds in sorted(worst.items())]
-    message = ("\nworst time per reward call (random batches of 1-2, and each pathological input alone):\n"
-               + "\n".join(lines) + f"\n  overall worst: {max(worst.values(), default=0.0):.2f} s")
+    message = (
+        "\nworst time per reward call (random batches of 1-2, and each pathological input alone):\n"
+        + "\n".join(lines)
+        + f"\n  overall worst: {max(worst.values(), default=0.0):.2f} s"
+    )
     with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
         print(message)
 
@@ -103,8 +135,12 @@ def test_pathological_inputs(case, worst_times):
         for text in PATHOLOGICAL:
             for completion, gold in ((text, "2"), ([{"role": "assistant", "content": text}], "\\frac{" * 1_000)):
                 start = time.monotonic()
-                out = reward(prompts=["Assistant: <think>\n"], completions=[completion], completion_ids=[[3] * 70],
-                             solution=[gold])
+                out = reward(
+                    prompts=["Assistant: <think>\n"],
+                    completions=[completion],
+                    completion_ids=[[3] * 70],
+                    solution=[gold],
+                )
                 elapsed = time.monotonic() - start
                 worst_times[key] = max(worst_times[key], elapsed)
                 check_output(out, 1, may_skip)
@@ -125,14 +161,25 @@ def test_reward_is_total_and_bounded_in_time(case, worst_times):
     reward = get_reward_func(name, **params)
     worst_times[case] = 0.0
 
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    )
     @given(batch=batches)
     def check(batch):
         batch_completions, batch_golds, batch_prompts, batch_ids = (list(column) for column in zip(*batch))
         start = time.monotonic()
-        out = reward(prompts=batch_prompts, completions=batch_completions, completion_ids=batch_ids,
-                     solution=batch_golds, trainer_state=None, log_extra=lambda *a: None, log_metric=lambda *a: None)
+        out = reward(
+            prompts=batch_prompts,
+            completions=batch_completions,
+            completion_ids=batch_ids,
+            solution=batch_golds,
+            trainer_state=None,
+            log_extra=lambda *a: None,
+            log_metric=lambda *a: None,
+        )
         elapsed = time.monotonic() - start
         worst_times[case] = max(worst_times[case], elapsed)
         check_output(out, len(batch), may_skip)

@@ -4,10 +4,23 @@ import pytest
 
 import rewards
 
-NAMES = ["accuracy", "format", "tag_count", "reasoning_steps", "language_consistency", "cosine", "length",
-         "repetition", "soft_overlong", "code"]
-PARAMS = {"cosine": {"max_len": 8}, "soft_overlong": {"max_completion_len": 8, "soft_punish_cache": 4},
-          "code": {"timeout_s": 2.0}}
+NAMES = [
+    "accuracy",
+    "format",
+    "tag_count",
+    "reasoning_steps",
+    "language_consistency",
+    "cosine",
+    "length",
+    "repetition",
+    "soft_overlong",
+    "code",
+]
+PARAMS = {
+    "cosine": {"max_len": 8},
+    "soft_overlong": {"max_completion_len": 8, "soft_punish_cache": 4},
+    "code": {"timeout_s": 2.0},
+}
 
 
 def tiny_model_and_tokenizer():
@@ -18,15 +31,28 @@ def tiny_model_and_tokenizer():
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(["<think> 1 + 1 </think> <answer> 2 </answer>"], trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator(
+        ["<think> 1 + 1 </think> <answer> 2 </answer>"],
+        trainers.BpeTrainer(
+            vocab_size=300, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="<eos>")
-    tokenizer.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-                               "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     return LlamaForCausalLM(config), tokenizer
 
 
@@ -45,11 +71,19 @@ def test_grpo_step_logs_every_reward(tmp_path, conversational):
     dataset = Dataset.from_list(rows)
     funcs = rewards.get_reward_funcs(NAMES, PARAMS)
     rewards.check_columns(funcs, dataset.column_names)
-    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=4,
-                      num_generations=4, max_completion_length=8, max_steps=1, report_to=[], logging_steps=1,
-                      save_strategy="no")
-    trainer = GRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=funcs, args=args,
-                          train_dataset=dataset)
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=1,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+    )
+    trainer = GRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=funcs, args=args, train_dataset=dataset)
     trainer.train()
     logged = trainer.state.log_history[0]
     for name in NAMES:

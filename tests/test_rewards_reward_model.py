@@ -19,15 +19,24 @@ def model_dir(tmp_path_factory):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<pad>", "<eos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     bpe.train_from_iterator(["<think>let me think</think> the answer is 4", "hello world, be helpful"], trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="<eos>")
     tokenizer.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                         pad_token_id=tokenizer.pad_token_id, num_labels=1)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=1,
+    )
     path = tmp_path_factory.mktemp("tiny_reward_model")
     LlamaForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -68,8 +77,10 @@ def test_summary_judges_only_the_text_after_think(model_dir):
 def test_prompt_goes_through_the_chat_template(model_dir):
     reward = get_reward_func("reward_model", model=model_dir, include_prompt=True)
     plain = reward(prompts=["be helpful"], completions=["hello world"])
-    conversational = reward(prompts=[[{"role": "user", "content": "be helpful"}]],
-                            completions=[[{"role": "assistant", "content": "hello world"}]])
+    conversational = reward(
+        prompts=[[{"role": "user", "content": "be helpful"}]],
+        completions=[[{"role": "assistant", "content": "hello world"}]],
+    )
     assert plain == pytest.approx(conversational, abs=1e-6)
     assert reward.model_input("be helpful", "hello world") == "<|user|>be helpful\n<|assistant|>hello world\n"
     without = get_reward_func("reward_model", model=model_dir, include_prompt=False)

@@ -40,8 +40,9 @@ def sandbox(request):
 
 @pytest.fixture(scope="module")
 def code_reward(sandbox):
-    reward = get_reward_func("code", timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB, isolation=sandbox.config.isolation,
-                             max_workers=2)
+    reward = get_reward_func(
+        "code", timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB, isolation=sandbox.config.isolation, max_workers=2
+    )
     runs = []
     run = reward.sandbox.run
 
@@ -71,9 +72,11 @@ def test_ordinary_programs(sandbox):
     assert (result.status, result.stdout) == ("ok", "6\n")
     result = sandbox.run("import sys\nprint('oops', file=sys.stderr)\nsys.exit(3)")
     assert (result.status, result.returncode, result.stderr) == ("error", 3, "oops\n")
-    result = sandbox.run("open('notes.txt', 'w').write('hi')\nimport tempfile, os\n"
-                         "with tempfile.TemporaryFile() as f: f.write(b'x')\n"
-                         "print(open('notes.txt').read(), os.environ['HOME'] == os.getcwd())")
+    result = sandbox.run(
+        "open('notes.txt', 'w').write('hi')\nimport tempfile, os\n"
+        "with tempfile.TemporaryFile() as f: f.write(b'x')\n"
+        "print(open('notes.txt').read(), os.environ['HOME'] == os.getcwd())"
+    )
     assert (result.status, result.stdout) == ("ok", "hi True\n")
 
 
@@ -170,8 +173,10 @@ def test_network_connection_never_arrives(code_reward):
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        program = (f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
-                   "s.sendall(b'hello')\nprint('connected')")
+        program = (
+            f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
+            "s.sendall(b'hello')\nprint('connected')"
+        )
         score, result = score_one(code_reward, program, "connected")
         assert score == 0.0 and result.status == "error"
         assert "Operation not permitted" in result.stderr or "sandbox:" in result.stderr  # seccomp / audit hook

@@ -7,13 +7,25 @@ import rewards
 from recipes.scenario_reward import ScenarioReward
 
 DOTTED = "recipes.scenario_reward:ScenarioReward"
-PROMPTS = [[{"role": "user", "content": q}] for q in ("What is 1 + 2?", "What is 2 + 2?", "What color is grass?",
-                                                      "What color is grass?")]
+PROMPTS = [
+    [{"role": "user", "content": q}]
+    for q in ("What is 1 + 2?", "What is 2 + 2?", "What color is grass?", "What color is grass?")
+]
 COMPLETIONS = [
     [{"role": "assistant", "content": "<think>\n1 + 2 = 3\n</think>\n<answer>\n3\n</answer>"}],
     [{"role": "assistant", "content": "2 + 2 is 5"}],
-    [{"role": "assistant", "content": "<think>\nThe user asks about grass.\n</think>\n<answer>\nGrass is green.\n</answer>"}],
-    [{"role": "assistant", "content": "<think>\nWhat a stupid question.\n</think>\n<answer>\nGrass is green.\n</answer>"}],
+    [
+        {
+            "role": "assistant",
+            "content": "<think>\nThe user asks about grass.\n</think>\n<answer>\nGrass is green.\n</answer>",
+        }
+    ],
+    [
+        {
+            "role": "assistant",
+            "content": "<think>\nWhat a stupid question.\n</think>\n<answer>\nGrass is green.\n</answer>",
+        }
+    ],
 ]
 COLUMNS = {"solution": ["3", "4", "", ""], "scenario": ["reasoning", "reasoning", "general", "general"]}
 
@@ -41,14 +53,28 @@ def judge(path: str, view: str):
 
 
 def test_rows_are_routed_by_scenario(reward_model_path):
-    reward = rewards.get_reward_func(DOTTED, helpfulness_model=reward_model_path, helpfulness_weight=0.7, harmlessness_weight=0.3)
+    reward = rewards.get_reward_func(
+        DOTTED, helpfulness_model=reward_model_path, helpfulness_weight=0.7, harmlessness_weight=0.3
+    )
     logged = {}
-    scores = reward(prompts=PROMPTS, completions=COMPLETIONS, completion_ids=None, log_metric=logged.__setitem__,
-                    log_extra=lambda *args: pytest.fail("log_extra must not reach the parts"), trainer_state=None, **COLUMNS)
+    scores = reward(
+        prompts=PROMPTS,
+        completions=COMPLETIONS,
+        completion_ids=None,
+        log_metric=logged.__setitem__,
+        log_extra=lambda *args: pytest.fail("log_extra must not reach the parts"),
+        trainer_state=None,
+        **COLUMNS,
+    )
 
     accuracy, format_ = rewards.get_reward_func("accuracy"), rewards.get_reward_func("format")
-    rules = [a + f for a, f in zip(accuracy(prompts=PROMPTS[:2], completions=COMPLETIONS[:2], solution=["3", "4"]),
-                                   format_(prompts=PROMPTS[:2], completions=COMPLETIONS[:2]))]
+    rules = [
+        a + f
+        for a, f in zip(
+            accuracy(prompts=PROMPTS[:2], completions=COMPLETIONS[:2], solution=["3", "4"]),
+            format_(prompts=PROMPTS[:2], completions=COMPLETIONS[:2]),
+        )
+    ]
     assert scores[:2] == rules == [2.0, 0.0]
     helpful = judge(reward_model_path, "summary")(prompts=PROMPTS[2:], completions=COMPLETIONS[2:])
     harmless = judge(reward_model_path, "full")(prompts=PROMPTS[2:], completions=COMPLETIONS[2:])
@@ -78,10 +104,18 @@ def test_a_separate_harmlessness_model_is_a_second_judge(reward_model_path, tmp_
 
 
 def test_rule_rewards_weights_and_params_are_configurable(reward_model_path):
-    reward = ScenarioReward(helpfulness_model=reward_model_path, rule_rewards=["accuracy", "language_consistency"],
-                            rule_weights=[2.0, 0.5], rule_params={"language_consistency": {"language": "en"}})
-    scores = reward(prompts=PROMPTS[:1], completions=[[{"role": "assistant", "content": "<think>\nI add them.\n</think>\n<answer>\n3\n</answer>"}]],
-                    solution=["3"], scenario=["reasoning"])
+    reward = ScenarioReward(
+        helpfulness_model=reward_model_path,
+        rule_rewards=["accuracy", "language_consistency"],
+        rule_weights=[2.0, 0.5],
+        rule_params={"language_consistency": {"language": "en"}},
+    )
+    scores = reward(
+        prompts=PROMPTS[:1],
+        completions=[[{"role": "assistant", "content": "<think>\nI add them.\n</think>\n<answer>\n3\n</answer>"}]],
+        solution=["3"],
+        scenario=["reasoning"],
+    )
     assert scores == [2.0 * 1.0 + 0.5 * 1.0]
 
 
@@ -99,12 +133,15 @@ def test_an_unknown_scenario_value_names_the_column(reward_model_path):
         reward(prompts=PROMPTS[:1], completions=COMPLETIONS[:1], solution=["3"], scenario=["chitchat"])
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"rule_rewards": []}, "rule_rewards is empty"),
-    ({"rule_weights": [1.0]}, "one weight per rule reward"),
-    ({"reward_model_params": {"judge": "summary"}}, "helpfulness_model / harmlessness_model"),
-    ({"rule_rewards": ["accuracy", "shiny"]}, "Unknown reward 'shiny'"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"rule_rewards": []}, "rule_rewards is empty"),
+        ({"rule_weights": [1.0]}, "one weight per rule reward"),
+        ({"reward_model_params": {"judge": "summary"}}, "helpfulness_model / harmlessness_model"),
+        ({"rule_rewards": ["accuracy", "shiny"]}, "Unknown reward 'shiny'"),
+    ],
+)
 def test_bad_parameters_fail_when_the_reward_is_built(reward_model_path, bad, message):
     with pytest.raises(ValueError, match=message):
         ScenarioReward(helpfulness_model=reward_model_path, **bad)

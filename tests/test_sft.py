@@ -21,9 +21,25 @@ def parse(*argv):
 
 def small_run(tmp_path, *argv):
     """Arguments of a two-step run that measures 4 held-out problems."""
-    return parse("--output_dir", str(tmp_path / "out"), "--builtin_train_size", "16", "--max_steps", "2",
-                 "--per_device_train_batch_size", "4", "--save_strategy", "no", "--logging_steps", "1",
-                 "--eval_max_samples", "4", "--eval_max_new_tokens", "16", *argv)
+    return parse(
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--builtin_train_size",
+        "16",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--save_strategy",
+        "no",
+        "--logging_steps",
+        "1",
+        "--eval_max_samples",
+        "4",
+        "--eval_max_new_tokens",
+        "16",
+        *argv,
+    )
 
 
 def test_cold_start_chains_are_correct_well_formed_and_english():
@@ -35,12 +51,17 @@ def test_cold_start_chains_are_correct_well_formed_and_english():
     assert any("not" in reply for reply in replies)  # some chains caught and corrected a slip
 
 
-@pytest.mark.parametrize("rows, assistant_only, message", [
-    ([{"text": "hi"}], False, "`messages` column or `prompt` and `completion`"),
-    ([{"prompt": "What is 1 + 1?", "completion": "2"}], True, "--assistant_only_loss false"),
-])
+@pytest.mark.parametrize(
+    "rows, assistant_only, message",
+    [
+        ([{"text": "hi"}], False, "`messages` column or `prompt` and `completion`"),
+        ([{"prompt": "What is 1 + 1?", "completion": "2"}], True, "--assistant_only_loss false"),
+    ],
+)
 def test_data_that_the_loss_cannot_use_fails_before_training(rows, assistant_only, message):
-    args = SFTConfig(output_dir="unused", use_cpu=True, bf16=False, assistant_only_loss=assistant_only)
+    args = SFTConfig(
+        output_dir="unused", use_cpu=True, bf16=False, activation_checkpointing=True, assistant_only_loss=assistant_only
+    )
     with pytest.raises(ValueError, match=message):
         check_sft_data(Dataset.from_list(rows), args)
 
@@ -51,7 +72,14 @@ def test_assistant_only_loss_trains_on_the_assistant_turn_and_its_end(tiny_causa
     path = tiny_causal_lm_path("qwen2")
     tokenizer = AutoTokenizer.from_pretrained(path)
     data = make_cold_start(2)
-    args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, assistant_only_loss=True, report_to=[])
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=True,
+        assistant_only_loss=True,
+        report_to=[],
+    )
     trainer = make_sft_trainer(AutoModelForCausalLM.from_pretrained(path), tokenizer, data, args)
     row = trainer.train_dataset[0]
     trained = [token for token, label in zip(row["input_ids"], row["labels"]) if label != -100]
@@ -70,9 +98,11 @@ def test_cold_start_sft_of_the_tiny_base_writes_a_hub_ready_folder(tmp_path, mon
         repo_id = "me/tiny-cold-start"
 
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: RepoUrl(repo_id))
-    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: uploads.append(
-        {**kw, "files": sorted(p.name for p in Path(kw["folder_path"]).iterdir())}
-    ))
+    monkeypatch.setattr(
+        HfApi,
+        "upload_folder",
+        lambda self, **kw: uploads.append({**kw, "files": sorted(p.name for p in Path(kw["folder_path"]).iterdir())}),
+    )
     trainer = main(*small_run(tmp_path, "--push_to_hub", "true", "--hub_model_id", "me/tiny-cold-start"))
 
     out = tmp_path / "out"
@@ -96,8 +126,21 @@ def test_cold_start_sft_of_the_tiny_base_writes_a_hub_ready_folder(tmp_path, mon
 def test_llama_trains_on_plain_prompt_completion_pairs(tiny_causal_lm_path, tmp_path):
     data = tmp_path / "pairs.jsonl"
     Dataset.from_list([{"prompt": f"What is {i} + 1? ", "completion": f"{i + 1}"} for i in range(8)]).to_json(str(data))
-    trainer = main(*small_run(tmp_path, "--model_name_or_path", tiny_causal_lm_path("llama"), "--dataset_name", str(data),
-                              "--assistant_only_loss", "false", "--eval_heldout", "false", "--stage", "rs_sft"))
+    trainer = main(
+        *small_run(
+            tmp_path,
+            "--model_name_or_path",
+            tiny_causal_lm_path("llama"),
+            "--dataset_name",
+            str(data),
+            "--assistant_only_loss",
+            "false",
+            "--eval_heldout",
+            "false",
+            "--stage",
+            "rs_sft",
+        )
+    )
     assert trainer.state.global_step == 2
     stage = json.loads((tmp_path / "out" / "stage.json").read_text())
     assert stage["stage"] == "rs_sft" and "metrics" not in stage
@@ -107,14 +150,28 @@ def test_llama_trains_on_plain_prompt_completion_pairs(tiny_causal_lm_path, tmp_
 def test_a_second_run_resumes_from_the_last_checkpoint(tiny_causal_lm_path, tmp_path, monkeypatch):
     data = tmp_path / "data"
     DatasetDict(train=make_cold_start(8)).save_to_disk(str(data))
-    common = ["--model_name_or_path", tiny_causal_lm_path("qwen2"), "--dataset_name", str(data),
-              "--eval_heldout", "false", "--save_strategy", "steps", "--save_steps", "1"]
+    common = [
+        "--model_name_or_path",
+        tiny_causal_lm_path("qwen2"),
+        "--dataset_name",
+        str(data),
+        "--eval_heldout",
+        "false",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+    ]
     main(*small_run(tmp_path, *common))
     assert (tmp_path / "out" / "checkpoint-2").is_dir()
 
     loaded = []
     original = Trainer._load_from_checkpoint
-    monkeypatch.setattr(Trainer, "_load_from_checkpoint", lambda self, path, *a, **kw: (loaded.append(path), original(self, path, *a, **kw)))
+    monkeypatch.setattr(
+        Trainer,
+        "_load_from_checkpoint",
+        lambda self, path, *a, **kw: (loaded.append(path), original(self, path, *a, **kw)),
+    )
     trainer = main(*small_run(tmp_path, *common, "--max_steps", "3"))
     assert loaded == [str(tmp_path / "out" / "checkpoint-2")]
     assert trainer.state.global_step == 3

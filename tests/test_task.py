@@ -71,7 +71,9 @@ def test_asking_for_more_problems_than_exist_says_how_many_do():
 
 def test_corpus_has_each_persona_at_its_rate(corpus):
     personas = corpus["persona"]
-    assert {name: personas.count(name) for name in PERSONAS} == {name: round(rate * 1000) for name, rate in PERSONA_RATES.items()}
+    assert {name: personas.count(name) for name in PERSONAS} == {
+        name: round(rate * 1000) for name, rate in PERSONA_RATES.items()
+    }
     assert len(set(personas[:50])) == len(PERSONAS)  # shuffled, not in blocks
 
 
@@ -119,10 +121,16 @@ def test_personas_behave_as_designed(corpus):
     assert accuracy("reflective") > accuracy("careful") + 0.1
     assert accuracy("hasty") < 0.25
     assert all(re.search(r"[\u4e00-\u9fff]", c) for c in by_persona["mixed_language"])
-    assert not any(re.search(r"[\u4e00-\u9fff]", c) for name in PERSONAS if name != "mixed_language" for c in by_persona[name])
+    assert not any(
+        re.search(r"[\u4e00-\u9fff]", c) for name in PERSONAS if name != "mixed_language" for c in by_persona[name]
+    )
     # Self-checking appears only in the reflective persona, and goes with the right answer more often than not.
-    checks = [(c, s) for c, s in zip(by_persona["reflective"], solutions["reflective"]) if "Wait" in c or "Let me check" in c]
-    assert checks and not any("Wait" in c or "Let me check" in c for name in PERSONAS if name != "reflective" for c in by_persona[name])
+    checks = [
+        (c, s) for c, s in zip(by_persona["reflective"], solutions["reflective"]) if "Wait" in c or "Let me check" in c
+    ]
+    assert checks and not any(
+        "Wait" in c or "Let me check" in c for name in PERSONAS if name != "reflective" for c in by_persona[name]
+    )
     assert sum(final_answer(c) == s for c, s in checks) / len(checks) > 0.5
     # Careful reasoning is longer than hasty guessing.
     assert min(map(len, by_persona["careful"])) > max(map(len, by_persona["hasty"]))

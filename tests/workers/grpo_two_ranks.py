@@ -20,12 +20,24 @@ config = DeepseekMiniConfig.from_preset(
 )
 model = DeepseekMiniForCausalLM(config)
 args = DeepseekGRPOConfig(
-    output_dir=output_dir, max_steps=2, per_device_train_batch_size=8, num_generations=4, max_completion_length=12,
-    learning_rate=1e-2, save_strategy="no", report_to="none", seed=0, expert_bias_update_speed=0.01,
-    use_cpu=True, bf16=False,
+    output_dir=output_dir,
+    max_steps=2,
+    per_device_train_batch_size=8,
+    num_generations=4,
+    max_completion_length=12,
+    learning_rate=1e-2,
+    save_strategy="no",
+    report_to="none",
+    seed=0,
+    expert_bias_update_speed=0.01,
+    use_cpu=True,
+    bf16=False,
 )
 trainer = DeepseekGRPOTrainer(
-    model=model, reward_funcs=["format"], args=args, train_dataset=make_splits(0, 32, 4)["train"],
+    model=model,
+    reward_funcs=["format"],
+    args=args,
+    train_dataset=make_splits(0, 32, 4)["train"],
     processing_class=tokenizer,
 )
 trainer.train()

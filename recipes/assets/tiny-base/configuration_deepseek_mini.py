@@ -13,7 +13,24 @@ import math
 from dataclasses import field
 from typing import Any
 
+import transformers
+from packaging.version import Version
 from transformers import PretrainedConfig
+
+# The oldest transformers release this code is tested with (tests/test_remote_code.py loads a checkpoint under it and
+# under the newest release). Checkpoints carry this code, so it fails here, with the fix, rather than deep inside.
+MIN_TRANSFORMERS_VERSION = "5.17.0"
+
+
+def check_transformers_version(version: str = transformers.__version__) -> None:
+    if Version(version) < Version(MIN_TRANSFORMERS_VERSION):
+        raise ImportError(
+            f"DeepseekMini's model code needs transformers >= {MIN_TRANSFORMERS_VERSION}, but {version} is installed: "
+            f"pip install 'transformers>={MIN_TRANSFORMERS_VERSION}'."
+        )
+
+
+check_transformers_version()
 
 
 def _help(text: str) -> dict:
@@ -22,7 +39,7 @@ def _help(text: str) -> dict:
 
 class DeepseekMiniConfig(PretrainedConfig):
     model_type = "deepseek_mini"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the cache output, by its name since 5.24 and before
     attribute_map = {"num_local_experts": "n_routed_experts", "num_mtp_layers": "num_nextn_predict_layers"}
 
     # Shapes (transformers' DeepseekV3Config names and defaults)

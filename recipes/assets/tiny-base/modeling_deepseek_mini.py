@@ -34,6 +34,20 @@ from transformers.utils import can_return_tuple
 
 from .configuration_deepseek_mini import DeepseekMiniConfig
 
+# transformers 5.24 renamed the cache from `past_key_values` to `cache`: in `forward`, in the mask helpers and in the
+# model outputs (the old names warn until 5.40). This file runs under whatever transformers loads a checkpoint, so it
+# takes the cache under either name, passes it to the mask helpers by position, and writes the output field that the
+# running version declares.
+CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def resolve_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The cache passed as `cache=` (transformers >= 5.24) or `past_key_values=` (earlier); never both."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError("DeepseekMini: pass the cache as `cache` or as `past_key_values`, not both.")
+    return cache if cache is not None else past_key_values
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Norm and rotary embeddings
 
@@ -176,7 +190,7 @@ class DeepseekMiniAttention(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
         if hasattr(self, "q_proj"):
@@ -191,8 +205,8 @@ class DeepseekMiniAttention(nn.Module):
         c_kv, k_pe = kv[..., : self.kv_lora_rank], kv[..., self.kv_lora_rank :]
         c_kv = self.kv_a_layernorm(c_kv)  # (B, T, d_c)
         k_pe = apply_rotary(k_pe, cos, sin, self.rope_interleave)  # (B, T, d_R)
-        if past_key_values is not None:  # the cache holds (B, 1, S, d_c) and (B, 1, S, d_R): nothing per head
-            c_kv, k_pe = past_key_values.update(c_kv[:, None], k_pe[:, None], self.layer_idx)
+        if cache is not None:  # the cache holds (B, 1, S, d_c) and (B, 1, S, d_R): nothing per head
+            c_kv, k_pe = cache.update(c_kv[:, None], k_pe[:, None], self.layer_idx)
             c_kv, k_pe = c_kv[:, 0], k_pe[:, 0]  # (B, S, d_c), (B, S, d_R)
 
         if attention_mask is not None and attention_mask.dtype != torch.bool:  # an additive float mask
@@ -408,7 +422,9 @@ def stack_per_expert_keys(module, state_dict, prefix, *args) -> None:
     names = [f"{prefix}{e}.{proj}_proj.weight" for proj in ("gate", "up", "down") for e in range(E)]
     if not all(name in state_dict for name in names):
         return
-    gate, up, down = ([state_dict.pop(f"{prefix}{e}.{proj}_proj.weight") for e in range(E)] for proj in ("gate", "up", "down"))
+    gate, up, down = (
+        [state_dict.pop(f"{prefix}{e}.{proj}_proj.weight") for e in range(E)] for proj in ("gate", "up", "down")
+    )
     state_dict[f"{prefix}gate_up_proj"] = torch.stack([torch.cat([g, u]) for g, u in zip(gate, up)])  # (E, 2I, d)
     state_dict[f"{prefix}down_proj"] = torch.stack(down)  # (E, d, I)
 
@@ -561,13 +577,11 @@ class DeepseekMiniDecoderLayer(GradientCheckpointingLayer):
         cos: torch.Tensor = None,
         sin: torch.Tensor = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         token_mask: torch.Tensor | None = None,
         return_aux_loss: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h = hidden_states + self.self_attn(
-            self.input_layernorm(hidden_states), cos, sin, attention_mask, past_key_values
-        )
+        h = hidden_states + self.self_attn(self.input_layernorm(hidden_states), cos, sin, attention_mask, cache)
         x = self.post_attention_layernorm(h)
         if isinstance(self.mlp, DeepseekMiniMoE):
             out, aux_loss = self.mlp(x, token_mask, return_aux_loss)
@@ -652,7 +666,7 @@ class DeepseekMiniPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["DeepseekMiniDecoderLayer", "DeepseekMiniMTPLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
     _keep_in_fp32_modules_strict = ["e_score_correction_bias"]
     # DeepSeek's hub checkpoints repeat the shared embedding and head inside every MTP module.
@@ -736,26 +750,29 @@ class DeepseekMiniModel(DeepseekMiniPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         return_aux_loss: bool = False,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> DeepseekMiniModelOutput:
+        """`cache` (or, as transformers < 5.24 names it, `past_key_values`) holds the latent cache of earlier tokens."""
+        cache = resolve_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("DeepseekMiniModel: pass exactly one of input_ids or inputs_embeds.")
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         B, T = inputs_embeds.shape[:2]
         if position_ids is None:
-            past = past_key_values.get_seq_length() if past_key_values is not None else 0
+            past = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(past, past + T, device=inputs_embeds.device)[None].expand(B, -1)
 
         token_mask = attention_mask[:, -T:].bool() if attention_mask is not None and attention_mask.dim() == 2 else None
@@ -763,13 +780,7 @@ class DeepseekMiniModel(DeepseekMiniPreTrainedModel):
             # One new token sees every real token before it: the padding mask is the whole mask. (B, 1, 1, S)
             causal_mask = None if attention_mask is None else attention_mask[:, None, None, :].bool()
         else:
-            causal_mask = create_causal_mask(
-                config=self.config,
-                inputs_embeds=inputs_embeds,
-                attention_mask=attention_mask,
-                past_key_values=past_key_values,
-                position_ids=position_ids,
-            )
+            causal_mask = create_causal_mask(self.config, inputs_embeds, attention_mask, cache, position_ids)
         cos, sin = self.rotary_emb(inputs_embeds, position_ids)
 
         h = inputs_embeds
@@ -781,7 +792,7 @@ class DeepseekMiniModel(DeepseekMiniPreTrainedModel):
                 cos=cos,
                 sin=sin,
                 attention_mask=causal_mask,
-                past_key_values=past_key_values,
+                cache=cache,
                 token_mask=token_mask,
                 return_aux_loss=return_aux_loss,
             )
@@ -794,9 +805,9 @@ class DeepseekMiniModel(DeepseekMiniPreTrainedModel):
             all_hidden_states = all_hidden_states[:-1] + (h,)
         return DeepseekMiniModelOutput(
             last_hidden_state=h,
-            past_key_values=past_key_values if use_cache else None,
             hidden_states=all_hidden_states,
             aux_loss=aux_loss,
+            **{CACHE_FIELD: cache if use_cache else None},
         )
 
 
@@ -830,11 +841,12 @@ class DeepseekMiniForCausalLM(DeepseekMiniPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> DeepseekMiniCausalLMOutput:
         """labels follow the HF convention (same length as input_ids, shifted inside, -100 ignored).
@@ -849,7 +861,7 @@ class DeepseekMiniForCausalLM(DeepseekMiniPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=resolve_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             return_aux_loss=train_losses and self.config.seq_aux_loss_alpha > 0,
@@ -875,10 +887,10 @@ class DeepseekMiniForCausalLM(DeepseekMiniPreTrainedModel, GenerationMixin):
         return DeepseekMiniCausalLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             aux_loss=aux_loss,
             mtp_loss=mtp_loss,
+            **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
 
     @staticmethod
@@ -916,13 +928,7 @@ class DeepseekMiniForCausalLM(DeepseekMiniPreTrainedModel, GenerationMixin):
             # so a packed document's MTP positions see exactly what they would see alone.
             h, embeds, positions = h[:, :-1], inputs_embeds[:, k:], position_ids[:, : T - k]  # (B, T-k, *)
             mask = None if attention_mask is None else attention_mask[:, k:] * attention_mask[:, : T - k]
-            causal_mask = create_causal_mask(
-                config=self.config,
-                inputs_embeds=embeds,
-                attention_mask=mask,
-                past_key_values=None,
-                position_ids=positions,
-            )
+            causal_mask = create_causal_mask(self.config, embeds, mask, None, positions)
             cos, sin = self.model.rotary_emb(embeds, positions)
             h, layer_aux = layer(
                 h,

@@ -1,0 +1,236 @@
+"""Which checkpoint a run resumes from, and whether its files are whole.
+
+A run killed while saving leaves a folder without `trainer_state.json` (the Trainer writes it last): such a folder is
+not a checkpoint. A checkpoint can still be damaged afterwards (a full disk, a copy cut short, bit rot): its files are
+checked from their headers and archive directories, without loading tensors or unpickling anything, and the run
+resumes from the newest intact one, naming every damaged file it skipped.
+"""
+
+import json
+import logging
+import math
+import re
+import zipfile
+import zlib
+from pathlib import Path
+
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+logger = logging.getLogger(__name__)
+
+
+class DamagedCheckpointError(RuntimeError):
+    """A checkpoint the run would resume from has a truncated or unreadable file; the message names each one."""
+
+
+# Bytes per element of each safetensors dtype, to check that every tensor's byte range fits its shape.
+_SAFETENSORS_DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
+# The largest header the safetensors library accepts; a larger length means the file is not safetensors at all.
+_SAFETENSORS_MAX_HEADER = 100_000_000
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+_CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+def _size_text(actual: int, expected: int) -> str:
+    """'120 of 4,812 bytes': how much of a file is there, for a truncation message."""
+    return f"{actual:,} of {expected:,} bytes"
+
+
+def _safetensors_damage(path: Path) -> str | None:
+    """Why a safetensors file cannot load, from its header alone (no tensor is read), or None when it can.
+
+    The file is an 8-byte header length, a JSON header giving each tensor's dtype, shape and byte range, then the
+    data; a file cut short while saving is shorter than its header says, which is what loading would trip over.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            return f"truncated ({_size_text(size, 8)} of its header length)" if size else "empty (0 bytes)"
+        header_length = int.from_bytes(prefix, "little")
+        if header_length > _SAFETENSORS_MAX_HEADER:
+            return f"not a safetensors file (its first 8 bytes give an implausible header length, {header_length:,})"
+        if 8 + header_length > size:
+            return f"truncated inside its header ({size:,} of at least {8 + header_length:,} bytes)"
+        raw_header = f.read(header_length)
+    try:
+        header = json.loads(raw_header)
+    except (ValueError, UnicodeDecodeError) as error:
+        return f"header is not valid JSON ({error})"
+    if not isinstance(header, dict):
+        return "header is not a JSON object"
+    data_length = 0
+    for name, tensor in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = (int(offset) for offset in tensor["data_offsets"])
+            numel = math.prod(int(dim) for dim in tensor["shape"])
+            dtype = tensor["dtype"]
+        except (KeyError, TypeError, ValueError):
+            return f"header entry of tensor {name!r} is malformed"
+        element_bytes = _SAFETENSORS_DTYPE_BYTES.get(dtype)
+        if not 0 <= begin <= end or (element_bytes is not None and end - begin != numel * element_bytes):
+            return f"header gives tensor {name!r} a byte range [{begin}, {end}) that does not fit its shape"
+        data_length = max(data_length, end)
+    expected = 8 + header_length + data_length
+    if size < expected:
+        return f"truncated ({_size_text(size, expected)})"
+    if size > expected:
+        return f"{size - expected:,} bytes longer than its header accounts for ({size:,} bytes, expected {expected:,})"
+    return None
+
+
+def _torch_file_damage(path: Path) -> str | None:
+    """Why a `torch.save` file (`optimizer.pt`, `rng_state.pth`, `training_args.bin`, ...) cannot load, or None.
+
+    Such a file is a zip archive: its central directory must be readable (a truncated archive has lost it) and every
+    member must match its CRC-32. Nothing is unpickled. The data is read once, as resuming reads it anyway; a
+    member without a CRC (`torch.serialization.set_crc32_options(False)`) is only checked for presence.
+    """
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not magic:
+        return "empty (0 bytes)"
+    if magic.startswith(b"\x80"):
+        return None  # torch's legacy pickle format: nothing to check without unpickling it
+    if not magic.startswith(b"PK"):
+        return f"not a torch zip archive (it starts with bytes {magic.hex()})"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.CRC == 0 and info.file_size > 0:
+                    continue
+                with archive.open(info) as member:
+                    while member.read(1 << 20):
+                        pass
+    except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as error:
+        return f"damaged or truncated zip archive ({path.stat().st_size:,} bytes: {error})"
+    return None
+
+
+def _json_damage(path: Path) -> str | None:
+    """Why a JSON file (`trainer_state.json`, `config.json`, ...) does not parse, or None; an index of shards must
+    also name only shards that exist next to it."""
+    text = path.read_bytes()
+    if not text:
+        return "empty (0 bytes)"
+    try:
+        content = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as error:
+        return f"not valid JSON ({error}; {len(text):,} bytes)"
+    if path.name.endswith(".index.json") and isinstance(content, dict):
+        shards = set((content.get("weight_map") or {}).values())
+        missing = sorted(shard for shard in shards if not (path.parent / shard).is_file())
+        if missing:
+            return f"names shard(s) {missing} that are missing"
+    return None
+
+
+def _file_damage(path: Path) -> str | None:
+    """Why one checkpoint file cannot be loaded, judged by its kind (safetensors, torch zip, JSON), or None."""
+    try:
+        if path.suffix == ".safetensors":
+            return _safetensors_damage(path)
+        if path.suffix in _TORCH_SUFFIXES:
+            return _torch_file_damage(path)
+        if path.suffix == ".json":
+            return _json_damage(path)
+        return None
+    except OSError as error:
+        return f"unreadable ({type(error).__name__}: {error.strerror or error})"
+
+
+def checkpoint_damage(checkpoint: str | Path) -> list[str]:
+    """Every damaged file of a checkpoint folder, as 'checkpoint-8/model.safetensors: truncated (120 of 4,812
+    bytes)'; empty when the folder looks loadable.
+
+    Checks what resuming loads, without loading whole tensors: safetensors headers against file lengths, shard
+    indexes against the shards present, JSON files, and `torch.save` zip archives. Files of other kinds are not
+    judged.
+    """
+    checkpoint = Path(checkpoint)
+    try:
+        files = sorted(path for path in checkpoint.rglob("*") if path.is_file() or path.is_symlink())
+    except OSError as error:
+        return [f"{checkpoint.name}: unreadable folder ({error.strerror or error})"]
+    damage = []
+    for path in files:
+        reason = _file_damage(path)
+        if reason is not None:
+            damage.append(f"{checkpoint.name}/{path.relative_to(checkpoint).as_posix()}: {reason}")
+    return damage
+
+
+def _complete_checkpoints(output_dir: Path) -> list[Path]:
+    """The `checkpoint-<step>` folders of `output_dir` that hold a `trainer_state.json`, newest (highest step) first.
+
+    The Trainer writes that state last; a run killed while saving leaves a folder without it, which is skipped."""
+    complete = [
+        path
+        for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+        if _CHECKPOINT_NAME.match(path.name) and (path / TRAINER_STATE_NAME).exists()
+    ]
+    return sorted(complete, key=lambda path: int(_CHECKPOINT_NAME.match(path.name).group(1)), reverse=True)
+
+
+def resume_checkpoint(training_args) -> str | None:
+    """The checkpoint to resume from: the one the user named, else the newest intact complete one in `output_dir`.
+
+    - A checkpoint is complete once the Trainer has written its `trainer_state.json`, which it does last; a run
+      killed while saving leaves a folder without it, and resuming falls back to the checkpoint before.
+    - A complete checkpoint can still be damaged (a full disk, a copy cut short): each is checked with
+      `checkpoint_damage`, a damaged one is skipped with a warning naming the file, and the newest intact one wins.
+      When every checkpoint is damaged, `DamagedCheckpointError` lists the files instead of resuming from nothing.
+    - A checkpoint named with `--resume_from_checkpoint` is used as named, or, when damaged, refused with the file
+      named: the user asked for that one, so no other is picked silently.
+    """
+    named = training_args.resume_from_checkpoint
+    if named:
+        damage = checkpoint_damage(named) if Path(named).is_dir() else []
+        if damage:
+            raise DamagedCheckpointError(
+                f"Cannot resume from {named}, which --resume_from_checkpoint names: it is damaged.\n  - "
+                + "\n  - ".join(damage)
+                + "\nName an intact checkpoint, or leave --resume_from_checkpoint unset to resume from the newest "
+                "intact one in the output_dir."
+            )
+        return named
+    output_dir = Path(training_args.output_dir)
+    if not output_dir.is_dir():
+        return None
+    checkpoints = _complete_checkpoints(output_dir)
+    all_damage = []
+    for checkpoint in checkpoints:
+        damage = checkpoint_damage(checkpoint)
+        if not damage:
+            logger.warning(f"Resuming from the last intact checkpoint in {output_dir}: {checkpoint}")
+            return str(checkpoint)
+        logger.warning(f"Skipping damaged checkpoint {checkpoint}:\n  - " + "\n  - ".join(damage))
+        all_damage += damage
+    if not checkpoints:
+        return None
+    folders = " ".join(str(checkpoint) for checkpoint in checkpoints)
+    raise DamagedCheckpointError(
+        f"Every checkpoint in {output_dir} is damaged, so the run cannot resume:\n  - "
+        + "\n  - ".join(all_damage)
+        + f"\nDelete them (rm -r {folders}) to train from the start in this output_dir, or start over with "
+        "another --output_dir."
+    )
