@@ -39,6 +39,21 @@ def tiny_model(tiny_config):
 
 
 @pytest.fixture
+def resumed_from(monkeypatch) -> list[str]:
+    """The checkpoint folders the Trainer loads to resume during the test, in order."""
+    from transformers import Trainer
+
+    loaded, load = [], Trainer._load_from_checkpoint
+
+    def spy(self, path, *args, **kwargs):
+        loaded.append(path)
+        return load(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_load_from_checkpoint", spy)
+    return loaded
+
+
+@pytest.fixture
 def left_padded_batch():
     """(input_ids, attention_mask, position_ids) of 3 rows of 20 tokens, rows 1 and 2 left-padded with id 0."""
     generator = torch.Generator().manual_seed(1)

@@ -14,7 +14,6 @@ import pytest
 import torch
 from datasets import DatasetDict
 from safetensors.torch import save_file
-from transformers import Trainer
 
 from recipes.checkpoints import DamagedCheckpointError, checkpoint_damage, resume_checkpoint
 from recipes.common import parse_recipe_args
@@ -130,7 +129,7 @@ def test_resume_skips_damaged_checkpoints_for_the_newest_intact_one(tmp_path, ca
         write_checkpoint(tmp_path / f"checkpoint-{step}", step)
     truncate_past_header(tmp_path / "checkpoint-6" / "model.safetensors")
     (tmp_path / "checkpoint-4" / "trainer_state.json").write_text("{")
-    with caplog.at_level(logging.WARNING, logger="recipes.common"):
+    with caplog.at_level(logging.WARNING, logger="recipes.checkpoints"):
         assert resume_checkpoint(Args(tmp_path)) == str(tmp_path / "checkpoint-2")
     assert "checkpoint-6/model.safetensors: truncated" in caplog.text
     assert "checkpoint-4/trainer_state.json: not valid JSON" in caplog.text
@@ -200,20 +199,13 @@ def run_copy(sft_run, tmp_path):
     ],
     ids=["weights-truncated", "optimizer-truncated", "state-truncated"],
 )
-def test_a_run_resumes_past_a_damaged_newest_checkpoint_and_finishes(run_copy, monkeypatch, caplog, damage, named):
+def test_a_run_resumes_past_a_damaged_newest_checkpoint_and_finishes(run_copy, resumed_from, caplog, damage, named):
     model, data, out = run_copy
     damage(out / "checkpoint-2")
-    loaded = []
-    original = Trainer._load_from_checkpoint
-    monkeypatch.setattr(
-        Trainer,
-        "_load_from_checkpoint",
-        lambda self, path, *a, **kw: (loaded.append(path), original(self, path, *a, **kw)),
-    )
-    with caplog.at_level(logging.WARNING, logger="recipes.common"):
+    with caplog.at_level(logging.WARNING, logger="recipes.checkpoints"):
         trainer = main(*sft_args(out, model, data, 3))
     assert named in caplog.text
-    assert loaded == [str(out / "checkpoint-1")]
+    assert resumed_from == [str(out / "checkpoint-1")]
     assert trainer.state.global_step == 3
     assert checkpoint_damage(out / "checkpoint-3") == []
 
