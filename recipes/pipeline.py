@@ -86,6 +86,7 @@ class Recipe:
     main: Callable[..., object]  # runs it on the arguments `parse` returned
     policy: bool  # its output is a causal LM that answers the held-out problems
     hub_id_flag: str | None  # the flag naming its Hub repo (None: it does not push)
+    loads_models: bool = True  # takes `--trust_remote_code`, which the pipeline sets for every stage
 
     def run(self, argv: list[str]) -> None:
         self.main(*self.parse(argv))
@@ -107,6 +108,7 @@ RECIPES = {
         general_data.write_dataset,
         False,
         None,
+        loads_models=False,
     ),
 }
 
@@ -175,6 +177,7 @@ class PipelineConfig:
     base_model: str | None = None  # None: the shipped tiny base
     eval: EvalSettings = field(default_factory=EvalSettings)
     hub_prefix: str | None = None  # push every stage to `<hub_prefix>-<stage>`
+    trust_remote_code: bool = False  # run a model folder's own code: one choice for every stage and measurement
 
     def __post_init__(self):
         self.stages = [s if isinstance(s, StageSpec) else StageSpec(**s) for s in self.stages]
@@ -189,6 +192,11 @@ class PipelineConfig:
                 raise ValueError(
                     f"Stage {stage.name!r} refers to ${{{unknown[0]}}}, which is not an earlier stage; "
                     f"it can use {sorted(known)}."
+                )
+            if "trust_remote_code" in stage.args:
+                raise ValueError(
+                    f"Stage {stage.name!r} sets trust_remote_code: set it once, at the top of the pipeline YAML or "
+                    "with --trust_remote_code, and every stage and measurement follows it."
                 )
             known.add(stage.name)
 
@@ -235,12 +243,14 @@ def stage_dir(config: PipelineConfig, name: str) -> Path:
 
 
 def stage_argv(config: PipelineConfig, stage: StageSpec) -> list[str]:
-    """The stage's command line: its YAML, its flags with `${stage}` references resolved, its output folder and,
-    with a `hub_prefix`, its Hub repo."""
+    """The stage's command line: its YAML, its flags with `${stage}` references resolved, its output folder, the
+    pipeline's `trust_remote_code` and, with a `hub_prefix`, its Hub repo."""
     folders = {BASE: config.base_model, **{s.name: str(stage_dir(config, s.name)) for s in config.stages}}
     argv = ["--config", str(resolve_config(stage.config))] if stage.config else []
     argv += [REFERENCE.sub(lambda m: folders[m.group(1)], flag) for flag in as_flags(stage.args)]
     argv += ["--output_dir", str(stage_dir(config, stage.name))]
+    if RECIPES[stage.recipe].loads_models:
+        argv += ["--trust_remote_code", str(config.trust_remote_code).lower()]
     hub_id_flag = RECIPES[stage.recipe].hub_id_flag
     if config.hub_prefix and hub_id_flag:
         argv += ["--push_to_hub", "true", f"--{hub_id_flag}", f"{config.hub_prefix}-{stage.name.replace('_', '-')}"]
@@ -298,14 +308,21 @@ def eval_cache(config: PipelineConfig, name: str) -> Path:
     return Path(config.output_dir) / "eval" / f"{name}.json"
 
 
+def load_policy(model_path: str, *, trust_remote_code: bool) -> tuple:
+    """(tokenizer, model) of the folder or Hub id `model_path` on the best device. Its own code runs only with
+    `trust_remote_code`; DeepseekMini folders load without it, through the classes this project registers."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=trust_remote_code).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    return tokenizer, model
+
+
 def measure(config: PipelineConfig, name: str, model_path: str, prompt_template: str) -> dict:
     """R1's held-out metrics of the model at `model_path`, cached in `eval_cache`."""
     cache = eval_cache(config, name)
     if cache.exists():
         return json.loads(cache.read_text())
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True)
-    model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=True).to(device)
+    tokenizer, model = load_policy(model_path, trust_remote_code=config.trust_remote_code)
     metrics = evaluate_heldout(
         model,
         tokenizer,
@@ -403,10 +420,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--output_dir", help="Override the YAML's output folder.")
     parser.add_argument("--base_model", help="Override the YAML's base model (a folder or a Hub id).")
     parser.add_argument("--hub_prefix", help="Push every stage to '<hub_prefix>-<stage>' (e.g. me/deepseek-mini-tiny).")
+    parser.add_argument(
+        "--trust_remote_code",
+        choices=["true", "false"],
+        help="Run model folders' own code, in every stage and measurement (default: the YAML's, else false).",
+    )
     args = parser.parse_args(argv)
+    trust = None if args.trust_remote_code is None else args.trust_remote_code == "true"
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     return run_pipeline(
-        load_config(args.config, output_dir=args.output_dir, base_model=args.base_model, hub_prefix=args.hub_prefix)
+        load_config(
+            args.config,
+            output_dir=args.output_dir,
+            base_model=args.base_model,
+            hub_prefix=args.hub_prefix,
+            trust_remote_code=trust,
+        )
     )
 
 

@@ -121,6 +121,33 @@ def test_stage_command_lines_resolve_references_and_hub_repos(tmp_path):
     assert flag("rs_sft", "hub_model_id") == "me/r1-rs-sft" and flag("rs_sft", "push_to_hub") == "true"
     assert flag("rejection_sampling", "hub_dataset_id") == "me/r1-rejection-sampling"
     assert "--push_to_hub" not in argv["all_scenario_data"]
+    assert all(flag(name, "trust_remote_code") == "false" for name in argv if name != "all_scenario_data")
+    assert "--trust_remote_code" not in argv["all_scenario_data"]  # it loads no model
+    trusting = load_config(DEFAULT_CONFIG, output_dir=str(tmp_path), trust_remote_code=True)
+    assert all(stage_argv(trusting, s)[-1] == "true" for s in trusting.stages if RECIPES[s.recipe].loads_models)
+
+
+def test_the_pipeline_runs_no_folder_code_unless_trusted(tmp_path):
+    """A model folder's own code (here one that leaves a marker when imported) runs only with trust_remote_code;
+    DeepseekMini folders load either way, through the classes the project registers."""
+    folder, marker = tmp_path / "custom", tmp_path / "code-ran"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "custom_lm", "auto_map": {"AutoConfig": "custom.CustomConfig"}})
+    )
+    (folder / "custom.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+        "from transformers import PretrainedConfig\n"
+        "class CustomConfig(PretrainedConfig):\n    model_type = 'custom_lm'\n"
+    )
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        pipeline.load_policy(str(folder), trust_remote_code=False)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="Unrecognized configuration class"):  # trusted: its code ran, no model
+        pipeline.load_policy(str(folder), trust_remote_code=True)
+    assert marker.exists()
+    _, model = pipeline.load_policy(str(TINY_BASE), trust_remote_code=False)
+    assert type(model).__module__ == "modeling_deepseek_mini.modeling_deepseek_mini"
 
 
 @pytest.mark.parametrize(
@@ -133,6 +160,7 @@ def test_stage_command_lines_resolve_references_and_hub_repos(tmp_path):
         ([{"name": "a", "recipe": "sft"}, {"name": "a", "recipe": "grpo"}], "used twice"),
         ([{"name": "a", "recipe": "ppo"}], "unknown recipe"),
         ([{"name": "a", "recipe": "sft", "args": {"output_dir": "x"}}], "leave output_dir out"),
+        ([{"name": "a", "recipe": "sft", "args": {"trust_remote_code": True}}], "set it once"),
     ],
 )
 def test_bad_pipelines_fail_before_any_stage_runs(tmp_path, stages, message):
