@@ -14,9 +14,10 @@ Two isolation modes (docs/rewards.md has the full table):
 - "audit": no namespaces. The program runs under a Python audit hook (AUDIT_BOOT below) that refuses sockets,
   process creation, signals, ctypes, and writes outside the work dir. A weaker measure: a Python-level check.
 
-In both modes a seccomp filter (x86_64 and aarch64) refuses socket(2), socketpair(2) and io_uring, and the program
-runs with no_new_privs, rlimits on CPU time, address space, file size, open files and core size, a scrubbed
-environment, and cwd = HOME = TMPDIR = the work dir.
+In both modes a seccomp filter (x86_64 and aarch64; `DENIED_SYSCALLS`) refuses sockets, io_uring, the keyrings,
+ptrace, new namespaces, mounts, kernel modules, bpf, perf and the like, and the program runs with no_new_privs,
+rlimits on CPU time, address space, file size, open files and core size, a scrubbed environment, and
+cwd = HOME = TMPDIR = the work dir.
 
 Lines written to the status fd tell the parent what happened outside the program's own output:
 "layer <name>" for each protection in force, "setup_failed <reason>", "process_limit <count>".
@@ -36,6 +37,8 @@ LIBC = ctypes.CDLL(None, use_errno=True)
 LINUX = sys.platform.startswith("linux")
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
@@ -52,12 +55,59 @@ DEVICES = ("null", "zero", "random", "urandom")
 PID_MAX_MIN = 301  # the kernel's floor for a PID namespace's pid_max (Linux >= 6.14 namespaces pid_max)
 SUPERVISOR_TICK_S = 0.005
 
-# Seccomp: (AUDIT_ARCH, syscall numbers refused with EPERM) per machine. Numbers from the kernel's syscall tables:
-# socket, socketpair, io_uring_setup, io_uring_enter, io_uring_register.
-SECCOMP_DENY = {
-    "x86_64": (0xC000003E, (41, 53, 425, 426, 427)),
-    "aarch64": (0xC00000B7, (198, 199, 425, 426, 427)),
+# Seccomp. The program may not make these calls (EPERM): no network and no io_uring; nothing of the keyrings,
+# which the kernel shares between every namespace of one user (a run could leave a key for the next); no ptrace or
+# cross-process memory; no new namespaces, mounts or file-handle opens; no kernel modules, bpf, perf events,
+# userfaultfd, kexec, swap, reboot, process accounting or quotas: what Docker's and nsjail's default policies refuse
+# that an unprivileged process could still try. Numbers from the kernel's syscall tables, (x86_64, aarch64).
+DENIED_SYSCALLS = {
+    "socket": (41, 198),
+    "socketpair": (53, 199),
+    "io_uring_setup": (425, 425),
+    "io_uring_enter": (426, 426),
+    "io_uring_register": (427, 427),
+    "add_key": (248, 217),
+    "request_key": (249, 218),
+    "keyctl": (250, 219),
+    "ptrace": (101, 117),
+    "process_vm_readv": (310, 270),
+    "process_vm_writev": (311, 271),
+    "unshare": (272, 97),
+    "setns": (308, 268),
+    "mount": (165, 40),
+    "umount2": (166, 39),
+    "pivot_root": (155, 41),
+    "open_tree": (428, 428),
+    "move_mount": (429, 429),
+    "fsopen": (430, 430),
+    "fsconfig": (431, 431),
+    "fsmount": (432, 432),
+    "fspick": (433, 433),
+    "mount_setattr": (442, 442),
+    "name_to_handle_at": (303, 264),
+    "open_by_handle_at": (304, 265),
+    "init_module": (175, 105),
+    "finit_module": (313, 273),
+    "delete_module": (176, 106),
+    "bpf": (321, 280),
+    "perf_event_open": (298, 241),
+    "userfaultfd": (323, 282),
+    "kexec_load": (246, 104),
+    "kexec_file_load": (320, 294),
+    "swapon": (167, 224),
+    "swapoff": (168, 225),
+    "reboot": (169, 142),
+    "acct": (163, 89),
+    "quotactl": (179, 60),
 }
+# clone(2) is how fork, vfork and threads start, so it is refused only with a new-namespace flag in its first
+# argument. clone3(2) passes its flags in memory a filter cannot read: it answers ENOSYS, on which the C library
+# falls back to clone (Docker's default policy does the same).
+CLONE, CLONE3 = (56, 220), 435
+NEW_NAMESPACE_FLAGS = (
+    CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET
+)
+SECCOMP_ARCHES = {"x86_64": (0xC000003E, 0), "aarch64": (0xC00000B7, 1)}  # AUDIT_ARCH, column of the tables above
 X32_SYSCALL_BIT = 0x40000000
 
 # Run by the program's interpreter in "audit" mode: install the hook, then execute main.py as __main__.
@@ -279,6 +329,57 @@ def exec_program(settings, status, audited):
         os._exit(1)
 
 
+# Classic BPF as seccomp reads it: load a word of `struct seccomp_data`, compare, return a verdict.
+BPF_LD_ABS, BPF_JEQ, BPF_JGE, BPF_JSET, BPF_RET = 0x20, 0x15, 0x35, 0x45, 0x06
+DATA_NR, DATA_ARCH, DATA_ARG0 = 0, 4, 16  # offsets in seccomp_data (arg0's low 32 bits on a little-endian CPU)
+ALLOW, KILL_PROCESS, RET_ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
+
+
+def seccomp_program(machine: str) -> list[tuple[int, int, int, int]]:
+    """The filter for `machine`, as (code, jump if true, jump if false, k) rows.
+
+    Another syscall ABI kills the process (x32 on x86_64 is refused: its numbers carry X32_SYSCALL_BIT); a denied
+    call, or clone with a new-namespace flag, gets EPERM; clone3 gets ENOSYS; everything else runs.
+    """
+    audit_arch, column = SECCOMP_ARCHES[machine]
+    rows = [
+        (BPF_LD_ABS, DATA_ARCH, None, None),
+        (BPF_JEQ, audit_arch, None, "kill"),
+        (BPF_LD_ABS, DATA_NR, None, None),
+        (BPF_JGE, X32_SYSCALL_BIT, "refuse", None),
+        *((BPF_JEQ, numbers[column], "refuse", None) for numbers in DENIED_SYSCALLS.values()),
+        (BPF_JEQ, CLONE3, "no_such_call", None),
+        (BPF_JEQ, CLONE[column], "clone", None),
+        (BPF_RET, ALLOW, None, None),
+        "clone",
+        (BPF_LD_ABS, DATA_ARG0, None, None),
+        (BPF_JSET, NEW_NAMESPACE_FLAGS, "refuse", None),
+        (BPF_RET, ALLOW, None, None),
+        "refuse",
+        (BPF_RET, RET_ERRNO | errno.EPERM, None, None),
+        "no_such_call",
+        (BPF_RET, RET_ERRNO | errno.ENOSYS, None, None),
+        "kill",
+        (BPF_RET, KILL_PROCESS, None, None),
+    ]
+    return assemble(rows)
+
+
+def assemble(rows) -> list[tuple[int, int, int, int]]:
+    """Resolve the labels (strings between the rows) into BPF's relative jumps; None falls through."""
+    labels, code = {}, []
+    for row in rows:
+        if isinstance(row, str):
+            labels[row] = len(code)
+        else:
+            code.append(row)
+
+    def offset(label, at):
+        return 0 if label is None else labels[label] - at - 1
+
+    return [(op, offset(jt, at), offset(jf, at), k) for at, (op, k, jt, jf) in enumerate(code)]
+
+
 class SockFilter(ctypes.Structure):
     _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
 
@@ -288,19 +389,11 @@ class SockFprog(ctypes.Structure):
 
 
 def install_seccomp():
-    """A BPF filter refusing the syscalls in SECCOMP_DENY with EPERM; kills any other syscall ABI.
-
-    False if unsupported."""
-    if not LINUX or platform.machine() not in SECCOMP_DENY or sys.maxsize < 2**32:  # a 64-bit interpreter
+    """Install `seccomp_program` for this machine. False if unsupported (not Linux, another CPU, 32 bits)."""
+    if not LINUX or platform.machine() not in SECCOMP_ARCHES or sys.maxsize < 2**32:  # a 64-bit interpreter
         return False
-    arch, denied = SECCOMP_DENY[platform.machine()]
-    ld_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
-    allow, refuse, kill = 0x7FFF0000, 0x00050000 | 1, 0x80000000  # ALLOW, ERRNO(EPERM), KILL_PROCESS
-    program = [(ld_abs, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, kill), (ld_abs, 0, 0, 0)]  # check arch, load nr
-    program.append((jge, len(denied) + 1, 0, X32_SYSCALL_BIT))  # x32 ABI on x86_64: refuse
-    program += [(jeq, len(denied) - i, 0, nr) for i, nr in enumerate(denied)]
-    program += [(ret, 0, 0, allow), (ret, 0, 0, refuse)]
-    filters = (SockFilter * len(program))(*(SockFilter(*op) for op in program))
+    program = seccomp_program(platform.machine())
+    filters = (SockFilter * len(program))(*(SockFilter(*row) for row in program))
     prog = SockFprog(len(program), filters)
     try:
         libc_call("prctl", PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0)

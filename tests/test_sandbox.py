@@ -230,3 +230,43 @@ def test_detached_processes_die_with_the_run(sandbox):
     for pid in survivors:  # never leave one behind, even when the assertion below fails
         os.kill(int(pid), signal.SIGKILL)
     assert survivors == []
+
+
+SYSCALL_PROBE = """
+import ctypes, json, sys
+libc = ctypes.CDLL(None, use_errno=True)
+calls = json.loads(sys.stdin.read())
+for name, number, first_argument in calls:
+    ctypes.set_errno(0)
+    result = libc.syscall(ctypes.c_long(number), ctypes.c_long(first_argument), *[ctypes.c_long(0)] * 4)
+    print(name, result, ctypes.get_errno())
+"""
+
+
+@NEEDS_NAMESPACES  # where ctypes can run at all: the audit hook refuses ctypes, so no syscall is reachable there
+def test_the_seccomp_filter_refuses_what_a_sandboxed_program_should_never_call():
+    """Every call in DENIED_SYSCALLS, with arguments that would otherwise succeed or fail some other way, and clone
+    with a new-user-namespace flag, fail with EPERM; clone3 says ENOSYS (the C library then uses clone)."""
+    import json
+    import platform
+
+    from rewards._sandbox_child import CLONE, CLONE3, CLONE_NEWUSER, DENIED_SYSCALLS, SECCOMP_ARCHES
+
+    column = SECCOMP_ARCHES[platform.machine()][1]
+    calls = [(name, numbers[column], 0) for name, numbers in DENIED_SYSCALLS.items()]
+    calls += [("clone_newuser", CLONE[column], CLONE_NEWUSER | signal.SIGCHLD), ("clone3", CLONE3, 0)]
+    with Sandbox(SandboxConfig(timeout_s=TIMEOUT_S, isolation="namespaces")) as sandbox:
+        result = sandbox.run(SYSCALL_PROBE, stdin=json.dumps(calls))
+    assert result.ok and "seccomp" in result.layers, result.stderr
+    outcomes = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
+    assert outcomes.pop("clone3") == ["-1", "38"]  # ENOSYS
+    assert outcomes == {name: ["-1", "1"] for name, _, _ in calls if name != "clone3"}  # EPERM
+
+
+def test_threads_and_processes_still_start_under_the_filter(sandbox):
+    program = "import threading\nt = threading.Thread(target=print, args=('thread',))\nt.start()\nt.join()\n"
+    if sandbox.isolation == "namespaces":
+        program += "import os\npid = os.fork()\nif pid == 0:\n    os._exit(3)\nprint(os.waitpid(pid, 0)[1] >> 8)\n"
+    result = sandbox.run(program)
+    assert result.ok, result.stderr
+    assert result.stdout == ("thread\n3\n" if sandbox.isolation == "namespaces" else "thread\n")
