@@ -275,6 +275,10 @@ def run_pid_namespace(settings, status):
 
 def supervise(settings, status):
     """PID 1: mount /proc, start the program, reap orphans, enforce the process count; the namespace dies with us."""
+    # The kernel drops a signal sent to a namespace's init from inside unless init handles it. Python handles
+    # SIGINT (KeyboardInterrupt): back to the default, so `os.kill(1, SIGINT)` cannot turn a run into a failure of
+    # the sandbox.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     libc_call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     libc_call("mount", b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
     try:

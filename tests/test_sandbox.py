@@ -270,3 +270,14 @@ def test_threads_and_processes_still_start_under_the_filter(sandbox):
     result = sandbox.run(program)
     assert result.ok, result.stderr
     assert result.stdout == ("thread\n3\n" if sandbox.isolation == "namespaces" else "thread\n")
+
+
+@NEEDS_NAMESPACES  # in audit mode the hook refuses os.kill
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGQUIT", "SIGSTOP", "SIGKILL"])
+def test_the_program_cannot_signal_the_namespace_init_into_a_sandbox_failure(signal_name):
+    """PID 1 is the sandbox's supervisor: a signal from the program must not make the run a set-up failure (which
+    the code reward scores None, dropping the sample from the mean)."""
+    program = f"import os, signal\nos.kill(1, signal.{signal_name})\nprint('still here')\n"
+    with Sandbox(SandboxConfig(timeout_s=TIMEOUT_S, isolation="namespaces")) as sandbox:
+        result = sandbox.run(program)
+    assert (result.status, result.stdout) == ("ok", "still here\n"), (result.status, result.detail, result.stderr)
