@@ -3,6 +3,7 @@
 import json
 import logging
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,15 +64,16 @@ class Code(RewardFunction):
 
     Formula: scoring="fraction": r = passed / |cases|; scoring="all": r = 1[passed == |cases|]. A case passes when
     the program exits 0 within the limits and its stdout equals the expected output (trailing whitespace ignored).
+    Time: each case runs within `timeout_s`, and all of a completion's cases within `completion_timeout_s`; a case
+    that would pass the completion's budget is cut short at it, and the cases after it fail.
     Program: the last ```python block of the answer (<answer> block, else the text after </think>), else the answer
     text. Test cases: the dataset column `column` (default "test_cases"; schema in `parse_test_cases`). None when
     a row's test cases are unusable or the sandbox itself failed (not the program's fault). After a case times out
-    the program's remaining cases are not run (they count as failed), which bounds a completion's cost to about
-    one timeout. Source: DeepSeek-R1 (arXiv:2501.12948) Sec. 2.2.2 (compiler feedback on predefined test cases);
-    open-r1 `code_reward` (there in E2B; here local).
+    the program's remaining cases are not run (they count as failed). Source: DeepSeek-R1 (arXiv:2501.12948)
+    Sec. 2.2.2 (compiler feedback on predefined test cases); open-r1 `code_reward` (there in E2B; here local).
 
-    Params: column, scoring, timeout_s, memory_mb, max_processes, max_code_chars, max_workers (parallel runs),
-    isolation ("auto" | "namespaces" | "audit").
+    Params: column, scoring, timeout_s, completion_timeout_s (default 4 x timeout_s), memory_mb, max_processes,
+    max_code_chars, max_workers (parallel runs), isolation ("auto" | "namespaces" | "audit").
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class Code(RewardFunction):
         column: str = "test_cases",
         scoring: str = "fraction",
         timeout_s: float = 5.0,
+        completion_timeout_s: float | None = None,
         memory_mb: int = 512,
         max_processes: int = 16,
         max_code_chars: int = 100_000,
@@ -89,6 +92,9 @@ class Code(RewardFunction):
             raise ValueError(f"code: scoring must be one of {SCORINGS}, got {scoring!r}.")
         if max_code_chars < 1:
             raise ValueError(f"code: max_code_chars must be positive, got {max_code_chars}.")
+        self.completion_timeout_s = 4 * timeout_s if completion_timeout_s is None else completion_timeout_s
+        if self.completion_timeout_s <= 0:
+            raise ValueError(f"code: completion_timeout_s must be positive, got {completion_timeout_s}.")
         self.column, self.scoring, self.max_code_chars = column, scoring, max_code_chars
         self.required_columns = (column,)
         config = SandboxConfig(
@@ -114,9 +120,12 @@ class Code(RewardFunction):
             return None
         if not program or len(program) > self.max_code_chars:
             return 0.0
-        passed = 0
+        passed, deadline = 0, time.monotonic() + self.completion_timeout_s
         for stdin, expected in cases:
-            result = self.sandbox.run(program, stdin)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:  # the completion's budget is spent: the cases left fail
+                break
+            result = self.sandbox.run(program, stdin, timeout_s=remaining)
             if result.status == "setup_failed":
                 logger.warning("code: the sandbox could not start (%s); the sample is skipped.", result.detail)
                 return None

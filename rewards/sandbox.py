@@ -138,9 +138,13 @@ class Sandbox:
             logger.warning("Sandbox: user namespaces are unavailable (%s); using the weaker 'audit' isolation.", reason)
         return "namespaces" if available else "audit"
 
-    def run(self, code: str, stdin: str = "") -> SandboxResult:
-        """Run `code` as a Python program with `stdin` as its standard input. Safe to call from any thread."""
-        return run_program(code, stdin, self.config, self.isolation)
+    def run(self, code: str, stdin: str = "", timeout_s: float | None = None) -> SandboxResult:
+        """Run `code` as a Python program with `stdin` as its standard input, within `timeout_s` seconds of wall
+        time when given (at most the config's `timeout_s`). Safe to call from any thread."""
+        config = self.config
+        if timeout_s is not None and timeout_s < config.timeout_s:
+            config = dataclasses.replace(config, timeout_s=timeout_s)
+        return run_program(code, stdin, config, self.isolation)
 
     def run_many(self, jobs: Sequence[tuple[str, str]]) -> list[SandboxResult]:
         """Run (code, stdin) jobs on the bounded pool; results in job order."""

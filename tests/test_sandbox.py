@@ -281,3 +281,18 @@ def test_the_program_cannot_signal_the_namespace_init_into_a_sandbox_failure(sig
     with Sandbox(SandboxConfig(timeout_s=TIMEOUT_S, isolation="namespaces")) as sandbox:
         result = sandbox.run(program)
     assert (result.status, result.stdout) == ("ok", "still here\n"), (result.status, result.detail, result.stderr)
+
+
+@pytest.mark.parametrize("isolation", MODES)
+def test_the_time_bound_is_per_completion_across_its_cases(isolation):
+    """Five cases of a 0.5 s sleep, each well under the 3 s case limit: per case, all five would pass (about 3 s in
+    all); the 1.5 s completion budget cuts the run short, whatever the machine's load does to process start-up."""
+    reward = get_reward_func("code", timeout_s=3.0, completion_timeout_s=1.5, isolation=isolation, max_workers=1)
+    completion = "<think>slow</think><answer>\n```python\nimport time\ntime.sleep(0.5)\nprint(input())\n```\n</answer>"
+    cases = [{"input": f"{i}\n", "output": f"{i}\n"} for i in range(5)]
+    start = time.monotonic()
+    [score] = reward(completions=[completion], test_cases=[cases])
+    elapsed = time.monotonic() - start
+    reward.sandbox.close()
+    assert score <= 3 / 5, score  # the cases after the budget fail
+    assert elapsed < 1.5 + 1.0, elapsed  # the budget, plus one process start-up
