@@ -46,8 +46,8 @@ def code_reward(sandbox):
     runs = []
     run = reward.sandbox.run
 
-    def recording_run(code, stdin=""):  # keep each SandboxResult so tests can say what stopped the program
-        result = run(code, stdin)
+    def recording_run(code, stdin="", **limits):  # keep each SandboxResult so tests can say what stopped the program
+        result = run(code, stdin, **limits)
         runs.append(result)
         return result
 
