@@ -30,6 +30,7 @@ from datasets import Dataset, DatasetDict
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, set_seed
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 from trl.data_utils import is_conversational
+from trl.trainer.utils import entropy_from_logits
 
 import modeling_deepseek_mini  # noqa: F401  (registers DeepseekMini with the Auto classes)
 from modeling_deepseek_mini import ExpertBiasUpdateCallback
@@ -227,13 +228,11 @@ class DeepseekSFTTrainer(SFTTrainer):
         """The metrics TRL's SFT loss logs (entropy, mean token accuracy, tokens seen), from the full logits."""
         labels = inputs["labels"][:, 1:]  # (B, T-1)
         mask = labels != -100
-        log_probs = logits[:, :-1].float().log_softmax(-1)  # (B, T-1, V)
-        entropy = -(log_probs.exp() * log_probs).sum(-1)  # (B, T-1)
-        correct = log_probs.argmax(-1) == labels
+        scored = logits[:, :-1][mask]  # (N, V): the positions with a target
         gather = self.accelerator.gather_for_metrics
         num_valid = gather(mask.sum()).sum()
-        entropy_sum = gather(entropy[mask].sum()).sum()
-        num_correct = gather(correct[mask].sum()).sum()
+        entropy_sum = gather(entropy_from_logits(scored.float()).sum()).sum()
+        num_correct = gather((scored.argmax(-1) == labels[mask]).sum()).sum()
         metrics = self._metrics["train"]
         metrics["entropy"].append((entropy_sum / num_valid).item() if num_valid > 0 else 0.0)
         metrics["mean_token_accuracy"].append((num_correct / num_valid).item() if num_valid > 0 else 0.0)

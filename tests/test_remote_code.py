@@ -7,16 +7,28 @@ import os
 import subprocess
 import sys
 import textwrap
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
 from bare_env import bare_env, package_version
+from packaging.requirements import Requirement
 
 from modeling_deepseek_mini.configuration_deepseek_mini import MIN_TRANSFORMERS_VERSION, check_transformers_version
 
 pytestmark = pytest.mark.canary  # also run against the newest allowed releases (.ci/run)
 
-NEWEST_ALLOWED = f"transformers>={MIN_TRANSFORMERS_VERSION},<6"  # pyproject.toml's upper bound
+
+def newest_allowed() -> str:
+    """The oldest release the model code supports up to the upper bound pyproject.toml puts on transformers."""
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    [declared] = [Requirement(r) for r in project["dependencies"] if Requirement(r).name == "transformers"]
+    upper = ",".join(str(s) for s in declared.specifier if s.operator in ("<", "<="))
+    return f"transformers>={MIN_TRANSFORMERS_VERSION},{upper}"
+
+
+NEWEST_ALLOWED = newest_allowed()
 
 CHILD = textwrap.dedent(
     """
