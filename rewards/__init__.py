@@ -18,7 +18,7 @@ from .registry import (
     list_rewards,
     register_reward,
 )
-from .sandbox import Sandbox, SandboxConfig, SandboxResult
+from .sandbox import Sandbox, SandboxConfig, SandboxHarnessError, SandboxResult, SandboxUnavailableError
 from .text import completion_text, extract_answer, extract_think, strip_think
 from .verifier import MathVerifier
 
@@ -28,7 +28,9 @@ __all__ = [
     "RewardFunction",
     "Sandbox",
     "SandboxConfig",
+    "SandboxHarnessError",
     "SandboxResult",
+    "SandboxUnavailableError",
     "check_columns",
     "completion_text",
     "extract_answer",

@@ -4,23 +4,31 @@ The parent starts this file as `python -I -S _sandbox_child.py '<settings json>'
 program's stdin already attached. It uses the standard library only (it runs with `-S`, outside the project's
 environment) and never imports the project.
 
-Two isolation modes (docs/rewards.md has the full table):
+Three backends (docs/rewards.md has the full table):
 
-- "namespaces": unprivileged user + mount + network + PID + IPC namespaces. The mount table becomes read-only,
-  nosuid and nodev except a fresh size-limited tmpfs work dir and /dev/{null,zero,random,urandom}; a fresh /proc
-  shows only the sandbox's processes; the network namespace has only a loopback that is down. This process forks
-  PID 1 of the new PID namespace, a supervisor that runs the program as its child, counts the namespace's processes
-  and exits when there are too many: when PID 1 exits the kernel kills every process in the namespace.
+- "bubblewrap": this launcher execs `bwrap` (new user, mount, network, PID, IPC, UTS namespaces); bwrap builds the
+  program's filesystem view (below) and starts this same file's `supervise` as PID 1 of the new PID namespace.
+- "namespaces": the same isolation built here: unshare, then a new root on a tmpfs holding only the view, entered
+  with pivot_root; this process forks the supervisor as PID 1 of the new PID namespace.
 - "audit": no namespaces. The program runs under a Python audit hook (AUDIT_BOOT below) that refuses sockets,
-  process creation, signals, ctypes, and writes outside the work dir. A weaker measure: a Python-level check.
+  process creation, signals, ctypes, subinterpreters, frame access, writes outside the work dir and reads outside
+  the view. A weaker measure (a Python-level check), used only when asked for by name.
 
-In both modes a seccomp filter (x86_64 and aarch64; `DENIED_SYSCALLS`) refuses sockets, io_uring, the keyrings,
+The view: `/sandbox` (the work dir: a size-limited tmpfs; cwd, HOME, TMPDIR), a private `/tmp` of the same size,
+the interpreter, its standard library (site-packages hidden) and the directories of the shared libraries it maps,
+read-only; `/dev/{null,zero,random,urandom}`; a fresh read-only `/proc`. Nothing else of the host exists there.
+
+The supervisor (PID 1) starts the program, reaps orphans, and stops the run when the namespace holds more than
+`max_processes` processes or its processes and tmpfs files hold more than `run_memory_bytes` (checked every
+SUPERVISOR_TICK_S). It handles no signal, so nothing inside the namespace can signal it.
+
+In every backend a seccomp filter (x86_64 and aarch64; `DENIED_SYSCALLS`) refuses sockets, io_uring, the keyrings,
 ptrace, new namespaces, mounts, kernel modules, bpf, perf and the like, and the program runs with no_new_privs,
-rlimits on CPU time, address space, file size, open files and core size, a scrubbed environment, and
-cwd = HOME = TMPDIR = the work dir.
+rlimits on CPU time, address space, file size, open files and core size, and a scrubbed environment.
 
-Lines written to the status fd tell the parent what happened outside the program's own output:
-"layer <name>" for each protection in force, "setup_failed <reason>", "process_limit <count>".
+Lines written to the status fd tell the parent what happened outside the program's own output: "layer <name>" for
+each protection in force, "exec" just before the program starts, "setup_failed <reason>", "process_limit <count>",
+"memory_limit <bytes>".
 """
 
 import ctypes
@@ -54,6 +62,9 @@ SECCOMP_MODE_FILTER = 2
 DEVICES = ("null", "zero", "random", "urandom")
 PID_MAX_MIN = 301  # the kernel's floor for a PID namespace's pid_max (Linux >= 6.14 namespaces pid_max)
 SUPERVISOR_TICK_S = 0.005
+WORKDIR = "/sandbox"  # the work dir's path inside the namespaces (in "audit" mode the host dir is used)
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+MNT_DETACH = 2
 
 # Seccomp. The program may not make these calls (EPERM): no network and no io_uring; nothing of the keyrings,
 # which the kernel shares between every namespace of one user (a run could leave a key for the next); no ptrace or
@@ -111,61 +122,112 @@ SECCOMP_ARCHES = {"x86_64": (0xC000003E, 0), "aarch64": (0xC00000B7, 1)}  # AUDI
 X32_SYSCALL_BIT = 0x40000000
 
 # Run by the program's interpreter in "audit" mode: install the hook, then execute main.py as __main__.
+# The hook trusts nothing the program can change: every function and builtin it calls is bound as a default argument
+# when it is installed (no closure cells, no global lookups), paths are resolved by its own `resolve` from
+# `os.lstat`/`os.readlink` captured then, and it only looks at arguments of the exact built-in types, so no program
+# object's method runs inside it. Frame access that could reach it (tracebacks, generators, tracing, profiling) and
+# the modules that run code outside it (subinterpreters, CPython's test modules, ctypes) are refused.
 AUDIT_BOOT = r"""
 import sys
 
-def _install(workdir):
+def _install(workdir, readable, hidden):
     import os
-    import posixpath
+    import stat
 
-    realpath, isdir, getpid = posixpath.realpath, posixpath.isdir, os.getpid
-    write_flags = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
     refused_events = ("socket.", "ctypes.", "subprocess.", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn",
                       "os.exec", "os.system", "os.kill", "os.killpg", "signal.pthread_kill", "os.pidfd_open",
-                      "pty.", "gc.get_objects", "gc.get_referrers", "gc.get_referents", "os.setns", "os.unshare")
-    refused_imports = ("_posixsubprocess", "_ctypes")
+                      "pty.", "gc.get_objects", "gc.get_referrers", "gc.get_referents", "os.setns", "os.unshare",
+                      "sys.settrace", "sys.setprofile", "sys._current_frames", "sys._current_exceptions",
+                      "sys.monitoring")
+    refused_imports = ("_posixsubprocess", "_ctypes", "_xx", "_interp", "_test", "_lsprof", "_tracemalloc")
+    frame_attributes = ("tb_frame", "gi_frame", "cr_frame", "ag_frame")  # the audited reads that give a frame
+    function_attributes = ("__code__", "__defaults__", "__kwdefaults__")  # the audited writes to a function
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
     # event -> (indices of the paths it changes, indices of its dir_fd arguments), as CPython 3.11 raises them
     path_events = {"os.remove": ((0,), (1,)), "os.rmdir": ((0,), (1,)), "os.mkdir": ((0,), (2,)),
                    "os.chmod": ((0,), (2,)), "os.chown": ((0,), (3,)), "os.utime": ((0,), (3,)),
-                   "os.truncate": ((0,), ()), "os.rename": ((0, 1), (2, 3)), "os.link": ((1,), (2, 3)),
+                   "os.truncate": ((0,), ()), "os.rename": ((0, 1), (2, 3)), "os.link": ((0, 1), (2, 3)),
                    "os.symlink": ((1,), (2,)), "os.setxattr": ((0,), ()), "os.removexattr": ((0,), ()),
                    "os.chflags": ((0,), ()), "os.lchflags": ((0,), ()), "os.lchmod": ((0,), ())}
+    read_events = ("os.listdir", "os.scandir", "os.listxattr", "os.getxattr", "os.chdir", "os.fwalk")
 
-    def resolve(path, fd_means_none=True):
-        if isinstance(path, int):
-            if fd_means_none:
-                return None
-            path = f"/proc/self/fd/{path}"
-        path = os.fsdecode(os.fspath(path))
-        return realpath(path if path.startswith("/") else os.getcwd() + "/" + path)
+    def resolve(path, type=type, str=str, bytes=bytes, getcwd=os.getcwd, lstat=os.lstat, readlink=os.readlink,
+                is_link=stat.S_ISLNK, error=PermissionError):
+        # The absolute path with every symbolic link followed, like os.path.realpath.
+        if type(path) is bytes:
+            path = path.decode("utf-8", "surrogateescape")
+        if type(path) is not str:
+            raise error("sandbox: paths must be str or bytes")
+        if not path.startswith("/"):
+            path = getcwd() + "/" + path
+        pending, parts, links = path.split("/")[::-1], [], 0
+        while pending:
+            part = pending.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                parts = parts[:-1]
+                continue
+            here = "/" + "/".join(parts + [part])
+            try:
+                mode = lstat(here).st_mode
+            except OSError:
+                parts = parts + [part]
+                continue
+            if not is_link(mode):
+                parts = parts + [part]
+                continue
+            links += 1
+            if links > 40:
+                raise error("sandbox: too many symbolic links")
+            target = readlink(here)
+            if target.startswith("/"):
+                parts = []
+            pending.extend(target.split("/")[::-1])
+        return "/" + "/".join(parts)
 
-    def inside(path):
-        return path is None or path == workdir or path.startswith(workdir + "/")
+    def within(path, roots):
+        for root in roots:
+            if path == root or path.startswith(root + "/"):
+                return True
+        return False
 
-    def other_process(path):
-        parts = path.split("/")
-        return len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and parts[2] != str(getpid())
-
-    def hook(event, args):
+    def hook(event, args, type=type, str=str, int=int, len=len, resolve=resolve, within=within,
+             workdir=(workdir,), readable=tuple(readable), hidden=tuple(hidden), error=PermissionError,
+             refused_events=refused_events, refused_imports=refused_imports, frame_attributes=frame_attributes,
+             function_attributes=function_attributes, write_flags=write_flags, path_events=path_events,
+             read_events=read_events):
         if event.startswith(refused_events):
-            raise PermissionError(f"sandbox: {event} is not allowed")
-        if event == "import" and args[0] in refused_imports:
-            raise PermissionError(f"sandbox: importing {args[0]} is not allowed")
-        if event == "open":
-            path = resolve(args[0])
-            if path is None:
+            raise error(f"sandbox: {event} is not allowed")
+        if event == "import":
+            if type(args[0]) is not str or args[0].startswith(refused_imports):
+                raise error("sandbox: importing this module is not allowed")
+        elif event == "object.__getattr__":
+            if type(args[1]) is not str or args[1] in frame_attributes:
+                raise error("sandbox: reading a frame attribute is not allowed")
+        elif event == "object.__setattr__" or event == "object.__delattr__":
+            if type(args[1]) is not str or args[1] in function_attributes:
+                raise error("sandbox: changing a function's code or defaults is not allowed")
+        elif event == "open":
+            if type(args[0]) is int:
                 return
-            writes = isinstance(args[2], int) and args[2] & write_flags
-            if (writes or isdir(path)) and not inside(path):
-                raise PermissionError(f"sandbox: writing {path} is not allowed")
-            if other_process(path):
-                raise PermissionError(f"sandbox: reading {path} is not allowed")
+            path = resolve(args[0])
+            writes = type(args[2]) is not int or args[2] & write_flags
+            if not within(path, workdir) and (writes or not within(path, readable) or within(path, hidden)):
+                raise error(f"sandbox: opening {path} is not allowed")
+        elif event in read_events:
+            if len(args) and type(args[0]) is not int and args[0] is not None:
+                path = resolve(args[0])
+                if not within(path, workdir) and (not within(path, readable) or within(path, hidden)):
+                    raise error(f"sandbox: {event} outside the sandbox is not allowed")
         elif event in path_events:
             paths, dir_fds = path_events[event]
-            if any(i < len(args) and args[i] not in (None, -1) for i in dir_fds):
-                raise PermissionError(f"sandbox: {event} with dir_fd is not allowed")
-            if not all(inside(resolve(args[i], fd_means_none=False)) for i in paths):
-                raise PermissionError(f"sandbox: {event} outside the work dir is not allowed")
+            for i in dir_fds:
+                if i < len(args) and args[i] is not None and not (type(args[i]) is int and args[i] == -1):
+                    raise error(f"sandbox: {event} with dir_fd is not allowed")
+            for i in paths:
+                if type(args[i]) is int or not within(resolve(args[i]), workdir):
+                    raise error(f"sandbox: {event} outside the work dir is not allowed")
 
     sys.addaudithook(hook)
 
@@ -177,27 +239,38 @@ def _run(path):
     exec(code, {"__name__": "__main__", "__file__": path, "__builtins__": __builtins__})
 
 
-_install(sys.argv[1])
-del _install
+import json
+_install(sys.argv[1], *json.loads(sys.argv[2]))
+del _install, json
 _run("main.py")
 """
 
 
 def main():
+    if sys.argv[1] == "supervise":  # inside bwrap, as PID 1 of the new PID namespace
+        settings = json.loads(sys.argv[2])
+        status = open_status(settings)
+        os._exit(guarded_supervise(settings, status))
     settings = json.loads(sys.argv[1])
-    status = os.fdopen(settings["status_fd"], "w", buffering=1)
-    os.set_inheritable(status.fileno(), False)  # the program never sees it
+    status = open_status(settings)
     try:
         set_rlimits(settings)
-        if settings["isolation"] == "namespaces":
+        if settings["backend"] == "bubblewrap":
+            exec_bubblewrap(settings, status)
+        if settings["backend"] == "namespaces":
             enter_namespaces(settings, status)
-        install_program(settings)
+            os._exit(run_pid_namespace(settings, status))
+        install_program(settings["program"], settings["workdir"])
     except OSError as error:
         status.write(f"setup_failed {error}\n")
         os._exit(1)
-    if settings["isolation"] == "namespaces":
-        os._exit(run_pid_namespace(settings, status))
     exec_program(settings, status, audited=True)
+
+
+def open_status(settings):
+    status = os.fdopen(settings["status_fd"], "w", buffering=1)
+    os.set_inheritable(status.fileno(), settings["backend"] == "bubblewrap")  # bwrap hands it to the supervisor
+    return status
 
 
 def set_rlimits(settings):
@@ -233,30 +306,108 @@ def mount_setattr(path, attr_set, attr_clr, flags=0):
     libc_call("syscall", SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), flags, ctypes.byref(attr), ctypes.sizeof(attr))
 
 
+def bind(source, target, flags=0):
+    libc_call("mount", source.encode(), target.encode(), None, MS_BIND | MS_REC | flags, None)
+
+
+def tmpfs(target, size_bytes, mode="0755"):
+    options = f"size={size_bytes},nr_inodes=4096,mode={mode}"
+    libc_call("mount", b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options.encode())
+
+
 def enter_namespaces(settings, status):
-    """New user/mount/net/PID/IPC namespaces; everything read-only except a tmpfs work dir and a few devices."""
+    """New user/mount/net/PID/IPC namespaces, and the view built on a tmpfs (entered later by the supervisor)."""
     uid, gid = os.geteuid(), os.getegid()
     libc_call("unshare", CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC)
     for name, text in (("setgroups", "deny"), ("uid_map", f"65534 {uid} 1"), ("gid_map", f"65534 {gid} 1")):
         with open(f"/proc/self/{name}", "w") as f:
             f.write(text)
-    workdir = settings["workdir"]
     libc_call("mount", None, b"/", None, MS_REC | MS_PRIVATE, None)
-    size = f"size={settings['workdir_bytes']},nr_inodes={settings['workdir_inodes']},mode=0700"
-    libc_call("mount", b"tmpfs", workdir.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, size.encode())
-    devices = [f"/dev/{name}" for name in DEVICES if os.path.exists(f"/dev/{name}")]
-    for device in devices:
-        libc_call("mount", device.encode(), device.encode(), None, MS_BIND, None)
-    mount_setattr("/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, AT_RECURSIVE)
-    mount_setattr(workdir, 0, MOUNT_ATTR_RDONLY)
-    for device in devices:
-        mount_setattr(device, 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV)
+    root = settings["root"]
+    tmpfs(root, 1 << 20)
+    build_view(root, settings)
+    install_program(settings["program"], root + WORKDIR)
     status.write("layer namespaces\n")
 
 
-def install_program(settings):
-    """Copy the program into the work dir (in "namespaces" mode the work dir is the fresh tmpfs)."""
-    with open(settings["program"], "rb") as src, open(os.path.join(settings["workdir"], "main.py"), "wb") as dst:
+def enter_root(root):
+    """Make the view the root (the host's tree is detached), read-only except the work dir, /tmp and devices.
+    Run in the new PID namespace, once its /proc is mounted: the kernel mounts a new proc only where the mount
+    namespace still shows a full one."""
+    os.chdir(root)
+    pivot_root = DENIED_SYSCALLS["pivot_root"][SECCOMP_ARCHES[platform.machine()][1]]
+    libc_call("syscall", pivot_root, b".", b".")  # the old root now sits on top of the new one: detach it
+    libc_call("umount2", b".", MNT_DETACH)
+    os.chdir("/")
+    mount_setattr("/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, AT_RECURSIVE)
+    for writable in (WORKDIR, "/tmp"):
+        mount_setattr(writable, 0, MOUNT_ATTR_RDONLY)
+    for device in DEVICES:
+        mount_setattr(f"/dev/{device}", 0, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV)
+
+
+def build_view(root, settings):
+    """Populate the new root: read-only binds of the interpreter's files, hidden site-packages, symlinks, devices,
+    the work dir and /tmp as size-limited tmpfs, an empty /proc for the supervisor to mount."""
+    view = settings["view"]
+    for path in view["read_only"]:
+        target = root + path
+        if os.path.isdir(path):
+            os.makedirs(target, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            open(target, "w").close()
+        bind(path, target)
+    for path in view["hidden"]:
+        tmpfs(root + path, 4096, mode="0555")
+    for path, target in view["symlinks"]:
+        os.makedirs(os.path.dirname(root + path), exist_ok=True)
+        if not os.path.lexists(root + path):
+            os.symlink(target, root + path)
+    os.makedirs(root + "/dev")
+    for device in DEVICES:
+        open(f"{root}/dev/{device}", "w").close()
+        bind(f"/dev/{device}", f"{root}/dev/{device}")
+    for writable in (WORKDIR, "/tmp"):
+        os.makedirs(root + writable)
+        tmpfs(root + writable, settings["workdir_bytes"], mode="0777")
+    os.makedirs(root + "/proc")
+
+
+def bubblewrap_args(settings, program_fd):
+    """The same view, built by bwrap: PID 1 of its PID namespace is this file's `supervise`."""
+    view, size = settings["view"], str(settings["workdir_bytes"])
+    args = [settings["bwrap"], "--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1"]
+    args += ["--uid", "65534", "--gid", "65534", "--cap-drop", "ALL"]
+    for path in view["read_only"]:
+        args += ["--ro-bind", path, path]
+    for path in view["hidden"]:
+        args += ["--perms", "0555", "--size", "4096", "--tmpfs", path, "--remount-ro", path]
+    for path, target in view["symlinks"]:
+        args += ["--symlink", target, path]
+    for device in DEVICES:
+        args += ["--dev-bind", f"/dev/{device}", f"/dev/{device}"]
+    args += ["--proc", "/proc"]
+    for writable in (WORKDIR, "/tmp"):
+        args += ["--perms", "0777", "--size", size, "--tmpfs", writable]
+    args += ["--file", str(program_fd), WORKDIR + "/main.py", "--remount-ro", "/", "--chdir", WORKDIR, "--clearenv"]
+    for name, value in settings["env"].items():
+        args += ["--setenv", name, value]
+    with open(__file__) as f:
+        source = f.read()
+    return [*args, "--", settings["python"], "-I", "-S", "-c", source, "supervise", json.dumps(settings)]
+
+
+def exec_bubblewrap(settings, status):
+    program_fd = os.open(settings["program"], os.O_RDONLY)
+    os.set_inheritable(program_fd, True)
+    status.write("layer bubblewrap\nlayer namespaces\nlayer private_root\n")
+    os.execv(settings["bwrap"], bubblewrap_args(settings, program_fd))
+
+
+def install_program(program, workdir):
+    """Copy the program into the work dir (the fresh tmpfs, or the host dir in "audit" mode)."""
+    with open(program, "rb") as src, open(os.path.join(workdir, "main.py"), "wb") as dst:
         dst.write(src.read())
 
 
@@ -264,37 +415,44 @@ def run_pid_namespace(settings, status):
     """Fork PID 1 of the new PID namespace and return its exit status as ours."""
     pid1 = os.fork()
     if pid1 == 0:
-        try:
-            os._exit(supervise(settings, status))
-        except BaseException as error:  # noqa: BLE001  (PID 1 must never unwind into the launcher's code)
-            status.write(f"setup_failed supervisor: {error!r}\n")
-            os._exit(1)
+        os._exit(guarded_supervise(settings, status))
     _, wait_status = os.waitpid(pid1, 0)
     return exit_code(wait_status)
 
 
+def guarded_supervise(settings, status):
+    try:
+        return supervise(settings, status)
+    except BaseException as error:  # noqa: BLE001  (PID 1 must never unwind into the launcher's code)
+        status.write(f"setup_failed supervisor: {error!r}\n")
+        return 1
+
+
 def supervise(settings, status):
-    """PID 1: mount /proc, start the program, reap orphans, enforce the process count; the namespace dies with us."""
+    """PID 1: start the program, reap orphans, enforce the process count and the run's memory; the namespace dies
+    with us."""
     # The kernel drops a signal sent to a namespace's init from inside unless init handles it. Python handles
     # SIGINT (KeyboardInterrupt): back to the default, so `os.kill(1, SIGINT)` cannot turn a run into a failure of
     # the sandbox.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     libc_call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    libc_call("mount", b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    if settings["backend"] == "namespaces":  # bwrap builds its own
+        proc = settings["root"] + "/proc"
+        libc_call("mount", b"proc", proc.encode(), b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        enter_root(settings["root"])
+        status.write("layer private_root\n")
     try:
         with open("/proc/sys/kernel/pid_max", "w") as f:
             f.write(str(PID_MAX_MIN))
         status.write("layer pid_max\n")
     except OSError:
-        pass  # kernels before 6.14 have one global pid_max
-    mount_setattr("/proc", MOUNT_ATTR_RDONLY, 0)
+        pass  # kernels before 6.14 have one global pid_max; bwrap drops the capability to set it
     libc_call("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)  # nothing in the sandbox may ptrace PID 1
 
     program = os.fork()
     if program == 0:
         exec_program(settings, status, audited=False)
     program_fd = os.pidfd_open(program)
-    max_processes = settings["max_processes"]
     while True:
         select.select([program_fd], [], [], SUPERVISOR_TICK_S)
         while True:  # reap the program and any orphan that was re-parented to us
@@ -306,26 +464,53 @@ def supervise(settings, status):
                 break
             if pid == program:
                 return exit_code(wait_status)
-        count = sum(name.isdigit() for name in os.listdir("/proc")) - 1  # not counting PID 1
-        if count > max_processes:
-            status.write(f"process_limit {count}\n")
+        others = [name for name in os.listdir("/proc") if name.isdigit() and name != "1"]
+        if len(others) > settings["max_processes"]:
+            status.write(f"process_limit {len(others)}\n")
             return 1
+        used = memory_used(others)
+        if used > settings["run_memory_bytes"]:
+            status.write(f"memory_limit {used}\n")
+            return 1
+
+
+def memory_used(pids):
+    """Bytes the run holds: each process's private resident memory (statm: resident - shared pages) and the files
+    in its tmpfs mounts."""
+    pages = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                fields = f.read().split()
+        except OSError:
+            continue  # exited since the listing
+        pages += int(fields[1]) - int(fields[2])
+    files = 0
+    for path in (WORKDIR, "/tmp"):
+        usage = os.statvfs(path)
+        files += (usage.f_blocks - usage.f_bfree) * usage.f_frsize
+    return pages * PAGE_SIZE + files
 
 
 def exec_program(settings, status, audited):
     """Replace this process by the program's interpreter. Never returns."""
     try:
+        os.set_inheritable(status.fileno(), False)  # the program never sees it
         if LINUX:  # execve can never grant privileges again (setuid binaries, file capabilities)
             libc_call("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         if install_seccomp():
             status.write("layer seccomp\n")
-        os.chdir(settings["workdir"])
+        workdir = settings["workdir"]
+        os.chdir(workdir)
         python = settings["python"]
-        argv = (
-            [python, "-I", "-S", "-c", AUDIT_BOOT, settings["workdir"]] if audited else [python, "-I", "-S", "main.py"]
-        )
         if audited:
+            view = settings["view"]
+            readable = [*view["read_only"], *(f"/dev/{device}" for device in DEVICES)]
+            argv = [python, "-I", "-S", "-c", AUDIT_BOOT, workdir, json.dumps([readable, view["hidden"]])]
             status.write("layer audit_hook\n")
+        else:
+            argv = [python, "-I", "-S", "main.py"]
+        status.write("exec\n")
         status.flush()
         os.execve(python, argv, settings["env"])
     except BaseException as error:  # noqa: BLE001  (never run the launcher's code past a failed exec)

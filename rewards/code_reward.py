@@ -3,12 +3,13 @@
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from .registry import RewardFunction, column, register_reward
-from .sandbox import Sandbox, SandboxConfig
+from .sandbox import Sandbox, SandboxConfig, SandboxHarnessError
 from .text import answer_region, completion_text
 
 logger = logging.getLogger(__name__)
@@ -63,17 +64,23 @@ class Code(RewardFunction):
     """Runs the completion's program on each test case in `rewards.sandbox` and scores the passes.
 
     Formula: scoring="fraction": r = passed / |cases|; scoring="all": r = 1[passed == |cases|]. A case passes when
-    the program exits 0 within the limits and its stdout equals the expected output (trailing whitespace ignored).
-    Time: each case runs within `timeout_s`, and all of a completion's cases within `completion_timeout_s`; a case
-    that would pass the completion's budget is cut short at it, and the cases after it fail.
+    the program exits 0 within the limits and its stdout equals the expected output (trailing whitespace ignored);
+    the expected outputs stay in this process (the program gets only each case's input, on stdin).
+    Bounds per completion: each case runs within `timeout_s`, all of a completion's cases within
+    `completion_timeout_s` (a case that would pass that budget is cut short at it, and the cases after it fail), and
+    each run within `memory_mb`; the pool's runs together within `pool_memory_mb`.
     Program: the last ```python block of the answer (<answer> block, else the text after </think>), else the answer
-    text. Test cases: the dataset column `column` (default "test_cases"; schema in `parse_test_cases`). None when
-    a row's test cases are unusable or the sandbox itself failed (not the program's fault). After a case times out
-    the program's remaining cases are not run (they count as failed). Source: DeepSeek-R1 (arXiv:2501.12948)
+    text. Test cases: the dataset column `column` (default "test_cases"; schema in `parse_test_cases`). After a case
+    times out the program's remaining cases are not run (they count as failed). None only when a row's test cases
+    are unusable or the sandbox's harness failed (never for anything the program does); harness failures are
+    counted (`harness_failures`), logged, and raise SandboxHarnessError once they pass `max_harness_failure_rate` of
+    the samples scored (and at least 3). Source: DeepSeek-R1 (arXiv:2501.12948)
     Sec. 2.2.2 (compiler feedback on predefined test cases); open-r1 `code_reward` (there in E2B; here local).
 
     Params: column, scoring, timeout_s, completion_timeout_s (default 4 x timeout_s), memory_mb, max_processes,
-    max_code_chars, max_workers (parallel runs), isolation ("auto" | "namespaces" | "audit").
+    max_code_chars, max_workers (parallel runs), pool_memory_mb (default half of this machine's memory),
+    isolation ("auto" | "bubblewrap" | "namespaces" | "audit"; "auto" raises SandboxUnavailableError where no
+    real isolation works: "audit" only by name), max_harness_failure_rate.
     """
 
     def __init__(
@@ -86,7 +93,9 @@ class Code(RewardFunction):
         max_processes: int = 16,
         max_code_chars: int = 100_000,
         max_workers: int | None = None,
+        pool_memory_mb: int | None = None,
         isolation: str = "auto",
+        max_harness_failure_rate: float = 0.02,
     ):
         if scoring not in SCORINGS:
             raise ValueError(f"code: scoring must be one of {SCORINGS}, got {scoring!r}.")
@@ -95,7 +104,12 @@ class Code(RewardFunction):
         self.completion_timeout_s = 4 * timeout_s if completion_timeout_s is None else completion_timeout_s
         if self.completion_timeout_s <= 0:
             raise ValueError(f"code: completion_timeout_s must be positive, got {completion_timeout_s}.")
+        if not 0 <= max_harness_failure_rate < 1:
+            raise ValueError(f"code: max_harness_failure_rate must be in [0, 1), got {max_harness_failure_rate}.")
         self.column, self.scoring, self.max_code_chars = column, scoring, max_code_chars
+        self.max_harness_failure_rate = max_harness_failure_rate
+        self.samples, self.harness_failures = 0, 0
+        self._count_lock = threading.Lock()
         self.required_columns = (column,)
         config = SandboxConfig(
             timeout_s=timeout_s,
@@ -104,7 +118,8 @@ class Code(RewardFunction):
             max_processes=max_processes,
             isolation=isolation,
         )
-        self.sandbox = Sandbox(config, max_workers=max_workers)
+        self.sandbox = Sandbox(config, max_workers=max_workers, pool_memory_mb=pool_memory_mb)
+        self.isolation = self.sandbox.isolation  # resolved now: no isolation here fails before training starts
 
     def __call__(self, completions, **kwargs) -> list[float | None]:
         programs = [extract_program(completion_text(c)) for c in completions]
@@ -112,7 +127,16 @@ class Code(RewardFunction):
         for value, cases in zip(kwargs[self.column], tests):
             if cases is None:
                 logger.warning("code: unusable test cases %.200r; the sample is skipped (reward None).", value)
-        return self.sandbox.map(self.score, zip(programs, tests))
+        scores = self.sandbox.map(self.score, zip(programs, tests))
+        with self._count_lock:
+            self.samples += sum(cases is not None for cases in tests)
+            samples, failures = self.samples, self.harness_failures
+        if failures >= 3 and failures > self.max_harness_failure_rate * samples:
+            raise SandboxHarnessError(
+                f"code: the sandbox's harness failed on {failures} of {samples} samples (more than "
+                f"max_harness_failure_rate={self.max_harness_failure_rate}); the warnings above say why."
+            )
+        return scores
 
     def score(self, job: tuple[str, list[tuple[str, str]] | None]) -> float | None:
         program, cases = job
@@ -127,7 +151,9 @@ class Code(RewardFunction):
                 break
             result = self.sandbox.run(program, stdin, timeout_s=remaining)
             if result.status == "setup_failed":
-                logger.warning("code: the sandbox could not start (%s); the sample is skipped.", result.detail)
+                with self._count_lock:
+                    self.harness_failures += 1
+                logger.warning("code: harness failure, the sample is skipped (reward None): %s", result.detail)
                 return None
             if result.ok and same_output(result.stdout, expected):
                 passed += 1
