@@ -67,8 +67,10 @@ for entry in sys.path:
                     importlib.import_module(name.split(".")[0])
                 except BaseException:
                     pass
-with open("/proc/self/maps") as f:
-    mapped = sorted({line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6})
+mapped = []
+if os.path.exists("/proc/self/maps"):
+    with open("/proc/self/maps") as f:
+        mapped = sorted({line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6})
 print(json.dumps({"executable": os.path.realpath(sys.executable), "path": sys.path, "mapped": mapped,
                   "site": site.getsitepackages() + [site.getusersitepackages()]}))
 """
