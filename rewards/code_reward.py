@@ -3,7 +3,6 @@
 import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -109,7 +108,6 @@ class Code(RewardFunction):
         self.column, self.scoring, self.max_code_chars = column, scoring, max_code_chars
         self.max_harness_failure_rate = max_harness_failure_rate
         self.samples, self.harness_failures = 0, 0
-        self._count_lock = threading.Lock()
         self.required_columns = (column,)
         config = SandboxConfig(
             timeout_s=timeout_s,
@@ -127,23 +125,23 @@ class Code(RewardFunction):
         for value, cases in zip(kwargs[self.column], tests):
             if cases is None:
                 logger.warning("code: unusable test cases %.200r; the sample is skipped (reward None).", value)
-        scores = self.sandbox.map(self.score, zip(programs, tests))
-        with self._count_lock:
-            self.samples += sum(cases is not None for cases in tests)
-            samples, failures = self.samples, self.harness_failures
-        if failures >= 3 and failures > self.max_harness_failure_rate * samples:
+        outcomes = self.sandbox.map(self.score, zip(programs, tests))
+        self.samples += sum(cases is not None for cases in tests)
+        self.harness_failures += sum(failed for _, failed in outcomes)
+        if self.harness_failures >= 3 and self.harness_failures > self.max_harness_failure_rate * self.samples:
             raise SandboxHarnessError(
-                f"code: the sandbox's harness failed on {failures} of {samples} samples (more than "
-                f"max_harness_failure_rate={self.max_harness_failure_rate}); the warnings above say why."
+                f"code: the sandbox's harness failed on {self.harness_failures} of {self.samples} samples (more "
+                f"than max_harness_failure_rate={self.max_harness_failure_rate}); the warnings above say why."
             )
-        return scores
+        return [score for score, _ in outcomes]
 
-    def score(self, job: tuple[str, list[tuple[str, str]] | None]) -> float | None:
+    def score(self, job: tuple[str, list[tuple[str, str]] | None]) -> tuple[float | None, bool]:
+        """(reward, whether the sandbox's harness failed) of one completion."""
         program, cases = job
         if cases is None:
-            return None
+            return None, False
         if not program or len(program) > self.max_code_chars:
-            return 0.0
+            return 0.0, False
         passed, deadline = 0, time.monotonic() + self.completion_timeout_s
         for stdin, expected in cases:
             remaining = deadline - time.monotonic()
@@ -151,14 +149,12 @@ class Code(RewardFunction):
                 break
             result = self.sandbox.run(program, stdin, timeout_s=remaining)
             if result.status == "setup_failed":
-                with self._count_lock:
-                    self.harness_failures += 1
                 logger.warning("code: harness failure, the sample is skipped (reward None): %s", result.detail)
-                return None
+                return None, True
             if result.ok and same_output(result.stdout, expected):
                 passed += 1
             elif result.status == "timeout" or self.scoring == "all":
                 break
         if self.scoring == "all":
-            return float(passed == len(cases))
-        return passed / len(cases)
+            return float(passed == len(cases)), False
+        return passed / len(cases), False

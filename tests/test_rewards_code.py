@@ -1,11 +1,13 @@
 """The code reward: program extraction, test-case schema, scoring (hostile programs: tests/test_sandbox.py)."""
 
 import json
+import sys
 import time
 
 import pytest
 
-from rewards import check_columns, get_reward_func
+from rewards import SandboxHarnessError, SandboxUnavailableError, check_columns, get_reward_func
+from rewards import sandbox as sandbox_module
 from rewards.code_reward import extract_program, parse_test_cases, same_output
 
 CASES = [{"input": "1 2\n", "output": "3\n"}, {"input": "5 5\n", "output": "10"}, {"input": "0 0\n", "output": "0\n"}]
@@ -74,3 +76,39 @@ def test_required_column():
     reward = get_reward_func("code", column="verification_info")
     with pytest.raises(ValueError, match="reward 'code' needs the dataset column 'verification_info'"):
         check_columns([reward], ["prompt", "test_cases"])
+
+
+def test_no_real_isolation_refuses_to_run(monkeypatch, caplog):
+    """Fail closed: where no backend works, the reward cannot be built (before training) and says how to fix it;
+    'audit' runs only when named, with a warning."""
+    monkeypatch.setattr(sandbox_module, "backend_unavailable", lambda backend, python: f"{backend} is off in this test")
+    for isolation in ("auto", "bubblewrap", "namespaces"):
+        with pytest.raises(SandboxUnavailableError, match="apt install bubblewrap") as error:
+            get_reward_func("code", isolation=isolation)
+        assert "is off in this test" in str(error.value)
+    with caplog.at_level("WARNING", logger="rewards.sandbox"):
+        audit = get_reward_func("code", isolation="audit", timeout_s=3.0, max_workers=1)
+    assert "not an isolation" in caplog.text
+    assert audit(completions=[answer(SUM)], test_cases=[CASES]) == [1.0]
+    audit.sandbox.close()
+
+
+def test_a_missing_bwrap_is_reported(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert sandbox_module.backend_unavailable.__wrapped__("bubblewrap", sys.executable) == "bwrap is not installed"
+
+
+def test_harness_failures_are_counted_and_raise_past_the_rate(code, monkeypatch, caplog):
+    """A run whose program never started (here: a view naming a path that does not exist, so the backend cannot
+    build it) is the harness's failure: None, counted, logged, and an error once they pass the rate."""
+    view = sandbox_module.interpreter_view(code.sandbox.config.python)
+    broken = {**view, "read_only": [*view["read_only"], "/nonexistent-path-for-this-test"]}
+    monkeypatch.setattr(sandbox_module, "interpreter_view", lambda python: broken)
+    reward = get_reward_func("code", timeout_s=3.0, max_workers=2, isolation=code.isolation)
+    with caplog.at_level("WARNING", logger="rewards.code_reward"):
+        assert reward(completions=[answer(SUM)] * 2, test_cases=[CASES] * 2) == [None, None]
+    assert (reward.samples, reward.harness_failures) == (2, 2)
+    assert caplog.text.count("harness failure") == 2
+    with pytest.raises(SandboxHarnessError, match="failed on 4 of 4 samples"):
+        reward(completions=[answer(SUM)] * 2, test_cases=[CASES] * 2)
+    reward.sandbox.close()
