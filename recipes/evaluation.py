@@ -6,10 +6,12 @@
 For each held-out problem the model writes one completion, or `samples_per_problem` sampled ones (batched,
 left-padded `generate`); the completions are scored with the project's reward functions (`rewards`) and summarised as
 
-- `accuracy`: share whose extracted answer verifies against the `solution` column (with several samples per problem:
-  pass@1 averaged over the samples, as DeepSeek-R1 reports it); `accuracy_stderr`, when asked for, is its standard
-  error over problems;
+- `accuracy`: share whose extracted answer verifies against the `solution` column with the `accuracy` reward's
+  default check (a single integer for integer golds; see `rewards.accuracy.AnswerChecker`); with several samples
+  per problem: pass@1 averaged over the samples, as DeepSeek-R1 reports it; `accuracy_stderr`, when asked for, is
+  its standard error over problems;
 - `format_compliance`: share that follows R1's `<think> ... </think> <answer> ... </answer>` format;
+- `correct_and_well_formed`: share that is both correct and in that format;
 - `language_consistency`: mean share of target-language words in the reasoning, over the completions whose
   reasoning has words (an empty or missing `<think>` block says nothing about language mixing);
 - `reflection_rate`: share that contains a self-checking phrase ("wait", "let me check", ...);
@@ -27,7 +29,7 @@ import rewards
 DEFAULT_REFLECTION_PHRASES = ("wait", "let me check", "verify", "double-check", "re-check", "recheck")
 """Phrases that mark a completion as self-checking (matched case-insensitively, as whole words)."""
 
-SHARE_METRICS = ("accuracy", "format_compliance", "language_consistency", "reflection_rate")
+SHARE_METRICS = ("accuracy", "format_compliance", "correct_and_well_formed", "language_consistency", "reflection_rate")
 """The metrics that are shares in [0, 1]; `mean_completion_tokens` is a count."""
 
 
@@ -64,10 +66,12 @@ def score_completions(
     )
     prompts, completions = list(prompts), list(completions)
     correct = accuracy(prompts=prompts, completions=completions, solution=list(solutions))
+    well_formed = [None if r is None else float(r == 1.0) for r in format_(prompts=prompts, completions=completions)]
     metrics = {
         "accuracy": _mean(correct),
-        "format_compliance": _mean(
-            None if r is None else float(r == 1.0) for r in format_(prompts=prompts, completions=completions)
+        "format_compliance": _mean(well_formed),
+        "correct_and_well_formed": _mean(
+            None if c is None or f is None else c * f for c, f in zip(correct, well_formed)
         ),
         "language_consistency": _mean(language_consistency(prompts=prompts, completions=completions)),
         "reflection_rate": _mean(float(is_reflective(c, reflection_phrases)) for c in completions),

@@ -1,10 +1,11 @@
 """Worker process of `rewards.verifier.MathVerifier`: math-verify behind a line-based JSON protocol.
 
 Started as `python -I _math_worker.py <budget_s> <memory_mb>`. It prints "ready", then answers each stdin line
-`[gold, answer]` with one stdout line: `true`/`false`, or `null` when the gold cannot be parsed. Parsing the gold,
-and parsing plus verifying the answer, each get `budget_s` of wall time from a SIGALRM timer (this is the process's
-main thread, so signals work); the parent adds a hard bound by killing the process when a computation sits in C
-code that a signal cannot interrupt. It never imports the project.
+`[gold, answer]` with one stdout line: `true`/`false`, or `null` when the gold cannot be parsed. An answer with
+words outside LaTeX commands (`is_prose`) is `false` without parsing: prose is not reduced to the number in it.
+Parsing the gold, and parsing plus verifying the answer, each get `budget_s` of wall time from a SIGALRM timer
+(this is the process's main thread, so signals work); the parent adds a hard bound by killing the process when a
+computation sits in C code that a signal cannot interrupt. It never imports the project.
 """
 
 import json
@@ -16,7 +17,16 @@ import sys
 
 DELIMITED = re.compile(r"\$|\\boxed|\\\(|\\\[")  # $...$, \boxed{...}, \(...\), \[...\]
 PROSE = re.compile(r"(?<!\\)\b[A-Za-z]{2,}\s+[A-Za-z]{2,}\b")  # two words in a row, not LaTeX commands
+LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+WORD = re.compile(r"[A-Za-z]{2,}")
+ONE_TEXT = re.compile(r"\s*\\(?:text|textbf|mathrm|mbox)\s*\{[^{}]*\}\s*")  # the whole answer is one \text{...}
 GOLD_CACHE_SIZE = 4096
+
+
+def is_prose(answer):
+    """Words outside LaTeX commands: "13 or 12", "13 percent of 12", "The answer is 12", "5\text{ cm}". A whole
+    answer that is one \text{...} (a name, a word) is an answer, not prose."""
+    return not ONE_TEXT.fullmatch(answer) and bool(WORD.search(LATEX_COMMAND.sub(" ", answer)))
 
 
 class OverBudget(BaseException):
@@ -53,6 +63,8 @@ def main():
         return parse(f"${text}$", parsing_timeout=None) or parse(text, parsing_timeout=None)
 
     def check(gold_parsed, answer):
+        if is_prose(answer):
+            return False
         answer_parsed = parse_math(answer)
         return bool(answer_parsed) and bool(verify(gold_parsed, answer_parsed, timeout_seconds=None))
 

@@ -5,19 +5,26 @@ import re
 from collections import defaultdict
 
 from .registry import RewardFunction, column, register_reward
-from .text import completion_text, extract_answer
+from .text import completion_text, extract_answer, strip_think
 from .verifier import MathVerifier, normalize_exact
 
-MODES = ("math", "exact")
+MODES = ("auto", "integer", "math", "exact")
+INTEGER = re.compile(r"[+-]?(?:\d+|\d{1,3}(?:,\d{3})+)")  # 1234, -7, 1,234 (thousands separators of three)
 
 
 class AnswerChecker:
     """Extracts each completion's final answer and checks it against the gold: True, False, or None (bad gold).
 
-    Extraction: the last <answer>...</answer>, else the last \\boxed{...}; or, with `answer_pattern`, the last match
-    of that regex (its first group if it has one). The pattern runs on the whole completion: keep it linear-time.
-    Answers longer than `max_answer_chars` count as wrong without parsing.
-    mode="math": math-verify (`MathVerifier`: gold parsed first, None if it cannot be parsed; `timeout_s` per pair).
+    Extraction, in the response after the chain of thought (an unclosed <think> leaves none): the last
+    <answer>...</answer>, else the last \\boxed{...}; or, with `answer_pattern`, the last match of that regex (its
+    first group if it has one); keep the pattern linear-time. Answers longer than `max_answer_chars` are wrong.
+    mode="integer": the answer must be one integer and nothing else (`INTEGER`: digits with an optional sign, or
+    thousands separators in groups of three); an expression ("7 + 5 + 9"), an equation ("20 = 21"), a unit or
+    percent sign, or several candidates is wrong. None when the gold is not an integer.
+    mode="math": math-verify (`MathVerifier`: gold parsed first, None if it cannot be parsed; `timeout_s` per
+    pair). An answer with words outside LaTeX commands (prose, "13 or 12", "13 percent of 12", a unit written as
+    a word) is wrong, not reduced to its last number; a whole answer that is one \\text{...} is compared as text.
+    mode="auto" (default): "integer" for a gold that is an integer, "math" otherwise.
     mode="exact": normalised string equality (`normalize_exact`); None for an empty gold.
     """
 
@@ -34,13 +41,13 @@ class AnswerChecker:
             raise ValueError(f"answer_pattern {answer_pattern!r} is not a valid regular expression: {error}.") from None
         self.mode = mode
         self.max_answer_chars = max_answer_chars
-        self.verifier = MathVerifier(timeout_s, num_workers) if mode == "math" else None
+        self.verifier = MathVerifier(timeout_s, num_workers) if mode in ("auto", "math") else None
 
     def extract(self, text: str) -> str | None:
         if self.pattern is None:
             answer = extract_answer(text)
         else:
-            match = next(reversed(list(self.pattern.finditer(text))), None)  # the last one
+            match = next(reversed(list(self.pattern.finditer(strip_think(text)))), None)  # the last one
             answer = None if match is None else match.group(1 if self.pattern.groups else 0)
         if answer is None or len(answer) > self.max_answer_chars:
             return None
@@ -49,10 +56,29 @@ class AnswerChecker:
     def __call__(self, texts: list[str], golds: list) -> list[bool | None]:
         answers = [self.extract(text) for text in texts]
         golds = [None if gold is None else str(gold) for gold in golds]
-        if self.mode == "exact":
-            return [exact_verdict(gold, answer) for gold, answer in zip(golds, answers)]
-        verdicts = iter(self.verifier([(g, a) for g, a in zip(golds, answers) if g is not None]))
-        return [None if gold is None else next(verdicts) for gold in golds]
+        modes = [self.mode_for(gold) for gold in golds]
+        to_verify = [(g, a) for g, a, mode in zip(golds, answers, modes) if mode == "math" and g is not None]
+        verdicts = iter(self.verifier(to_verify) if to_verify else [])
+        checks = {"integer": integer_verdict, "exact": exact_verdict}
+        return [
+            (None if gold is None else next(verdicts)) if mode == "math" else checks[mode](gold, answer)
+            for gold, answer, mode in zip(golds, answers, modes)
+        ]
+
+    def mode_for(self, gold: str | None) -> str:
+        if self.mode != "auto":
+            return self.mode
+        return "integer" if gold is not None and INTEGER.fullmatch(gold.strip()) else "math"
+
+
+def integer_verdict(gold: str | None, answer: str | None) -> bool | None:
+    if gold is None or not INTEGER.fullmatch(gold.strip()):
+        return None
+    return answer is not None and bool(INTEGER.fullmatch(answer.strip())) and as_int(answer) == as_int(gold)
+
+
+def as_int(text: str) -> int:
+    return int(text.strip().replace(",", ""))
 
 
 def exact_verdict(gold: str | None, answer: str | None) -> bool | None:
@@ -70,14 +96,14 @@ class Accuracy(RewardFunction):
     "Accuracy rewards"; math-verify as in open-r1 / TRL's accuracy_reward. See `AnswerChecker` for extraction,
     modes and time bounds.
 
-    Params: column (gold answers, default "solution"), mode ("math" | "exact"), answer_pattern (regex),
+    Params: column (gold answers, default "solution"), mode ("auto" | "integer" | "math" | "exact"), answer_pattern,
     timeout_s (wall time per answer check), num_workers (math-verify processes), max_answer_chars.
     """
 
     def __init__(
         self,
         column: str = "solution",
-        mode: str = "math",
+        mode: str = "auto",
         answer_pattern: str | None = None,
         timeout_s: float = 3.0,
         num_workers: int = 2,
@@ -116,7 +142,7 @@ class Cosine(RewardFunction):
         min_value_correct: float = 0.5,
         max_value_correct: float = 1.0,
         column: str = "solution",
-        mode: str = "math",
+        mode: str = "auto",
         answer_pattern: str | None = None,
         timeout_s: float = 3.0,
         num_workers: int = 2,
@@ -158,7 +184,7 @@ class Length(RewardFunction):
     def __init__(
         self,
         column: str = "solution",
-        mode: str = "math",
+        mode: str = "auto",
         answer_pattern: str | None = None,
         timeout_s: float = 3.0,
         num_workers: int = 2,

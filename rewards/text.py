@@ -116,8 +116,10 @@ def last_boxed(text: str) -> str | None:
 
 
 def extract_answer(text: Any) -> str | None:
-    """The final answer: the content of the last <answer>...</answer>, else of the last \\boxed{...}; else None."""
-    text = completion_text(text)
+    """The final answer: the content of the last <answer>...</answer>, else of the last \\boxed{...}, in the
+    response after the chain of thought (`strip_think`: an answer inside an unfinished <think> is no answer); else
+    None."""
+    text = strip_think(text)
     end = text.rfind(ANSWER_CLOSE)
     if end >= 0:
         start = text.rfind(ANSWER_OPEN, 0, end)

@@ -18,6 +18,7 @@ PROBLEM = "What is 7 + 5 + 9?"
 CORRECT = "<think>\nLet me add.\n7 + 5 = 12\n12 + 9 = 21\n</think>\n<answer>\n21\n</answer>"
 WRONG = "<think>\nThis is easy.\n</think>\n<answer>\n20\n</answer>"
 NO_TAGS = "7 + 5 = 12\n12 + 9 = 21\nThe answer is 21."
+CORRECT_UNTAGGED = "7 + 5 = 12, 12 + 9 = 21: \\boxed{21}"  # right, but not in R1's format
 CHINESE = "<think>\n我们 相加.\n7 加 5 等于 12\n12 + 9 = 21\n</think>\n<answer>\n21\n</answer>"
 REFLECTIVE = (
     "<think>\nLet me think.\n7 + 5 = 13\nWait, 7 + 5 = 12, not 13.\n12 + 9 = 21\n</think>\n<answer>\n21\n</answer>"
@@ -37,6 +38,7 @@ def test_metrics_of_hand_written_completions():
     assert score([CORRECT]) == {
         "accuracy": 1.0,
         "format_compliance": 1.0,
+        "correct_and_well_formed": 1.0,
         "language_consistency": 1.0,
         "reflection_rate": 0.0,
         "mean_completion_tokens": 1.0,
@@ -54,11 +56,12 @@ def test_metrics_of_hand_written_completions():
 
 
 def test_metrics_average_over_completions():
-    metrics = score([CORRECT, WRONG, NO_TAGS, CHINESE, REFLECTIVE])
-    assert metrics["accuracy"] == pytest.approx(3 / 5)
-    assert metrics["format_compliance"] == pytest.approx(4 / 5)
-    assert metrics["reflection_rate"] == pytest.approx(1 / 5)
-    assert metrics["mean_completion_tokens"] == pytest.approx(3.0)
+    metrics = score([CORRECT, WRONG, NO_TAGS, CHINESE, REFLECTIVE, CORRECT_UNTAGGED])
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["format_compliance"] == pytest.approx(4 / 6)
+    assert metrics["correct_and_well_formed"] == pytest.approx(3 / 6)
+    assert metrics["reflection_rate"] == pytest.approx(1 / 6)
+    assert metrics["mean_completion_tokens"] == pytest.approx(3.5)
     # Mean over the four completions with worded reasoning: CORRECT, WRONG, REFLECTIVE are English, CHINESE is not.
     assert metrics["language_consistency"] == pytest.approx(3 / 4)
 

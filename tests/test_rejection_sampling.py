@@ -114,7 +114,7 @@ def test_scores_remove_what_r1_removes_and_keep_a_careful_chain():
     mixed = right_chain("mixed_language")
     assert "加" in mixed or "答案" in mixed  # a right answer, reasoned partly in Chinese
     wrong = "<think>\nThis is easy.\n</think>\n<answer>\n20\n</answer>"
-    broken = f"{careful.split('</think>')[0]}<answer>\n21\n</answer>"  # no </think>
+    broken = f"{careful}\nThat was easy."  # right, but text after </answer> breaks the format
     looping = "<think>\n" + "7 + 5 = 12 and 12 + 9 = 21 " * 12 + "\n</think>\n<answer>\n21\n</answer>"
     samples = scored([careful, mixed, wrong, broken, looping])
     args = RejectionSamplingArguments(general_ratio=0.0, general_dataset_name=None, max_completion_tokens=128)

@@ -75,6 +75,55 @@ def test_accuracy_math(accuracy):
     assert accuracy(completions=conversational(completions), solution=golds) == [1.0, 1.0, 0.0, 0.0, 0.0, None]
 
 
+# What the default check credits, for an integer gold and for a math gold; every case the review found gamed.
+INTEGER_GOLD_CASES = {
+    "<answer>21</answer>": 1.0,
+    "<think>7 + 5 + 9</think>\n<answer>\n21\n</answer>": 1.0,
+    "<answer>+21</answer>": 1.0,
+    "The sum is \\boxed{21}.": 1.0,  # a boxed answer outside any think block
+    "<answer>7 + 5 + 9</answer>": 0.0,  # an expression
+    "<answer>20 = 21</answer>": 0.0,  # an equation
+    "<answer>21%</answer>": 0.0,  # a percent sign
+    "\\boxed{21\\%}": 0.0,
+    "<answer>21 apples</answer>": 0.0,  # a unit
+    "<answer>not sure between 13 and 21</answer>": 0.0,  # several candidates, in prose
+    "<answer>20 21</answer>": 0.0,
+    "<answer>candidates are 0 1 2 3 21</answer>": 0.0,
+    "<answer>13 percent of 21</answer>": 0.0,  # prose is not reduced to its last number
+    "<think>maybe \\boxed{21} or 13": 0.0,  # inside an unclosed think block
+    "<think>so <answer>21</answer></think> <answer>13</answer>": 0.0,  # only the final answer counts
+    "21": 0.0,  # no answer slot
+    "<answer>21.0</answer>": 0.0,  # not an integer literal
+    "<answer>2,1</answer>": 0.0,  # not thousands separators
+}
+
+
+def test_integer_golds_credit_a_single_final_integer(accuracy):
+    completions = list(INTEGER_GOLD_CASES)
+    scores = accuracy(completions=completions, solution=["21"] * len(completions))
+    assert dict(zip(completions, scores)) == INTEGER_GOLD_CASES
+    assert accuracy(completions=["<answer>1,021</answer>", "<answer>-3</answer>"], solution=["1021", "-3"]) == [1, 1]
+    math_mode = get_reward_func("accuracy", mode="math")  # the lenient check, by name
+    assert math_mode(completions=["<answer>7 + 5 + 9</answer>"], solution=["21"]) == [1.0]
+
+
+def test_math_golds_refuse_prose_and_hedges(accuracy):
+    cases = {
+        "<answer>\\frac{1}{2}</answer>": 1.0,
+        "<answer>$0.5$</answer>": 1.0,
+        "\\boxed{\\dfrac{1}{2}}": 1.0,
+        "<answer>The answer is 0.5</answer>": 0.0,
+        "<answer>0.4 or 0.5</answer>": 0.0,
+        "<answer>0.5 \\text{ or } 0.4</answer>": 0.0,
+        "<answer>0.5, 0.4</answer>": 0.0,
+        "<answer>0.5\\text{ cm}</answer>": 0.0,  # a unit written as a word: give the value
+        "<think>\\boxed{0.5}": 0.0,
+    }
+    scores = accuracy(completions=list(cases), solution=["0.5"] * len(cases))
+    assert dict(zip(cases, scores)) == cases
+    assert accuracy(completions=["<answer>\\text{Devon}</answer>"], solution=["\\text{Devon}"]) == [1.0]
+
+
 def test_accuracy_exact_mode_and_pattern():
     reward = get_reward_func("accuracy", mode="exact")
     completions = ["<answer> Paris. </answer>", "<answer>\\text{paris}</answer>", "<answer>Lyon</answer>", None]
