@@ -158,6 +158,7 @@ def heldout_metrics(model, tokenizer, dataset, script_args, training_args) -> di
         dataset.select(range(min(len(dataset), script_args.eval_max_samples))),
         max_new_tokens=training_args.max_completion_length,
         greedy=script_args.eval_greedy,
+        seed=training_args.seed,  # a run's sampling noise is part of its seed's outcome
         reflection_phrases=training_args.reflection_phrases,
     )
 

@@ -1,0 +1,123 @@
+"""Rerun a training command over several seeds and report each held-out metric as a mean with a 95% interval.
+
+    python benchmarks/seeds.py --seeds 0 1 2 --out docs/results/grpo-tiny-seeds.json -- \\
+        accelerate launch recipes/grpo.py [its arguments]
+
+Each seed runs `<command> --seed S --output_dir <runs>/seed-S` (the evaluation samples with the same seed, so the
+interval covers training and sampling noise) and is read back from the run's `heldout_before.json` and
+`heldout_after.json`. For every metric, over the n seeds: the mean, the standard deviation s, and the 95% interval
+mean ± t(0.975, n-1) · s / sqrt(n); for the change (after - before, paired by seed) the same. A change is called
+an improvement or a drop only when its interval excludes zero; otherwise the two are indistinguishable.
+The per-seed values, the command and the interval go to `--out` (JSON); a Markdown table is printed.
+"""
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Two-sided 95% critical values of Student's t for 1..30 degrees of freedom; the normal value beyond.
+T_975 = (
+    *(12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131),
+    *(2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042),
+)
+
+
+def interval(values: list[float]) -> dict:
+    """Mean, standard deviation over seeds and the 95% t-interval of the mean (None bounds with one seed)."""
+    n, mean = len(values), statistics.fmean(values)
+    if n < 2:
+        return {"n": n, "mean": mean, "sd": None, "low": None, "high": None}
+    sd = statistics.stdev(values)
+    half = (T_975[n - 2] if n - 1 <= len(T_975) else 1.960) * sd / math.sqrt(n)
+    return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half}
+
+
+def verdict(change: dict) -> str:
+    if change["low"] is None:
+        return "one seed: no interval"
+    if change["low"] > 0:
+        return "higher after"
+    if change["high"] < 0:
+        return "lower after"
+    return "indistinguishable"
+
+
+def run_seed(command: list[str], seed: int, runs: Path) -> dict:
+    output_dir = runs / f"seed-{seed}"
+    start = time.monotonic()
+    subprocess.run([*command, "--seed", str(seed), "--output_dir", str(output_dir)], check=True)
+    metrics = {}
+    for side in ("before", "after"):
+        with open(output_dir / f"heldout_{side}.json") as f:
+            metrics[side] = json.load(f)
+    return {"seed": seed, "seconds": round(time.monotonic() - start, 1), **metrics}
+
+
+def summarise(per_seed: list[dict]) -> dict:
+    names = [name for name in per_seed[0]["after"] if not name.endswith("_stderr")]
+    summary = {}
+    for name in names:
+        before = [run["before"][name] for run in per_seed]
+        after = [run["after"][name] for run in per_seed]
+        change = interval([a - b for a, b in zip(after, before)])
+        summary[name] = {"before": interval(before), "after": interval(after), "change": change}
+        summary[name]["change"]["verdict"] = verdict(change)
+    return summary
+
+
+def shown(stats: dict, share: bool) -> str:
+    scale = 100 if share else 1
+    text = f"{scale * stats['mean']:.1f}"
+    if stats["low"] is not None:
+        text += f" [{scale * stats['low']:.1f}, {scale * stats['high']:.1f}]"
+    return text
+
+
+def table(summary: dict) -> str:
+    lines = [
+        "| held-out metric (mean [95% CI] over seeds) | before | after | change | verdict |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for name, stats in summary.items():
+        share = name != "mean_completion_tokens"
+        cells = [shown(stats[side], share) for side in ("before", "after", "change")]
+        lines.append(f"| {name}{' (%)' if share else ''} | {' | '.join(cells)} | {stats['change']['verdict']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    parser.add_argument("--runs", type=Path, default=Path("outputs/seeds"), help="Parent of the seeds' output dirs.")
+    parser.add_argument("--out", type=Path, required=True, help="JSON file for the per-seed values and the summary.")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="The training command, after `--`.")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give the training command after `--`, e.g. -- accelerate launch recipes/grpo.py")
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds repeats a seed: {args.seeds}")
+    per_seed = [run_seed(command, seed, args.runs) for seed in args.seeds]
+    summary = summarise(per_seed)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    record = {
+        "command": " ".join(["python benchmarks/seeds.py", "--seeds", *map(str, args.seeds), "--", *command]),
+        "commit": commit,
+        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "interval": "95% t-interval of the mean over seeds; change = after - before, paired by seed",
+        "per_seed": per_seed,
+        "summary": summary,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(table(summary))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
