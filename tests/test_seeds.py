@@ -1,0 +1,67 @@
+"""benchmarks/seeds.py: intervals over seeds, the verdict on a change, and a run over a stand-in training command."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "seeds.py"
+spec = importlib.util.spec_from_file_location("seeds", SCRIPT)
+seeds = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(seeds)
+
+# A stand-in for a training run: writes held-out metrics that depend on the seed, as recipes/grpo.py does.
+FAKE_RUN = """
+import json, sys
+from pathlib import Path
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+seed, out = int(args["--seed"]), Path(args["--output_dir"])
+out.mkdir(parents=True)
+(out / "heldout_before.json").write_text(json.dumps({"accuracy": 0.40 + 0.01 * seed, "accuracy_stderr": 0.03}))
+(out / "heldout_after.json").write_text(json.dumps({"accuracy": 0.90 - 0.02 * seed, "accuracy_stderr": 0.02}))
+"""
+
+
+def test_interval_matches_the_t_interval_by_hand():
+    stats = seeds.interval([0.95, 0.975, 0.935])
+    sd = math.sqrt(((0.95 - 0.95333) ** 2 + (0.975 - 0.95333) ** 2 + (0.935 - 0.95333) ** 2) / 2)
+    assert stats["mean"] == pytest.approx(0.953333, abs=1e-6) and stats["sd"] == pytest.approx(sd, abs=1e-5)
+    assert stats["high"] - stats["mean"] == pytest.approx(4.303 * sd / math.sqrt(3), abs=1e-5)
+    assert seeds.interval([0.5])["low"] is None
+
+
+def test_a_change_is_called_only_when_its_interval_excludes_zero():
+    assert seeds.verdict(seeds.interval([0.1, 0.12, 0.11])) == "higher after"
+    assert seeds.verdict(seeds.interval([-0.1, -0.12, -0.11])) == "lower after"
+    assert seeds.verdict(seeds.interval([0.1, -0.05, 0.02])) == "indistinguishable"
+    assert seeds.verdict(seeds.interval([0.1])) == "one seed: no interval"
+
+
+def test_a_run_over_seeds_records_every_seed(tmp_path, capsys):
+    out = tmp_path / "result.json"
+    seeds.main(
+        [
+            "--seeds",
+            "0",
+            "1",
+            "2",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--out",
+            str(out),
+            "--",
+            sys.executable,
+            "-c",
+            FAKE_RUN,
+        ]
+    )
+    record = json.loads(out.read_text())
+    assert [run["seed"] for run in record["per_seed"]] == [0, 1, 2]
+    assert [run["after"]["accuracy"] for run in record["per_seed"]] == pytest.approx([0.90, 0.88, 0.86])
+    change = record["summary"]["accuracy"]["change"]
+    assert change["mean"] == pytest.approx(0.47) and change["verdict"] == "higher after"
+    assert "accuracy_stderr" not in record["summary"]
+    assert "| accuracy (%) | 41.0 [" in capsys.readouterr().out
