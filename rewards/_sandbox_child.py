@@ -33,6 +33,7 @@ each protection in force, "exec" just before the program starts, "setup_failed <
 
 import ctypes
 import errno
+import itertools
 import json
 import os
 import platform
@@ -63,7 +64,13 @@ DEVICES = ("null", "zero", "random", "urandom")
 PID_MAX_MIN = 301  # the kernel's floor for a PID namespace's pid_max (Linux >= 6.14 namespaces pid_max)
 SUPERVISOR_TICK_S = 0.005
 WORKDIR = "/sandbox"  # the work dir's path inside the namespaces (in "audit" mode the host dir is used)
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+HARNESS = "/.sandbox/child.py"  # this file, inside bwrap's view (read-only)
+# Since Linux 5.14 RLIMIT_NPROC counts tasks (processes and threads) per user *namespace*: in a run's own user
+# namespace it is a kernel ceiling on the run's tasks alone (before, it counted the host user's tasks everywhere).
+# The kernel exempts tasks whose host uid is root, so for a trainer running as root the supervisor's count of
+# threads is the bound.
+NPROC_PER_NAMESPACE = LINUX and tuple(int(p) for p in platform.release().split(".")[:2] if p.isdigit()) >= (5, 14)
+USAGE_EVERY_TICKS = 4  # the supervisor sums the run's memory and threads every 4th tick (20 ms)
 MNT_DETACH = 2
 
 # Seccomp. The program may not make these calls (EPERM): no network and no io_uring; nothing of the keyrings,
@@ -110,7 +117,34 @@ DENIED_SYSCALLS = {
     "reboot": (169, 142),
     "acct": (163, 89),
     "quotactl": (179, 60),
+    # memory a run could hold outside its processes' resident pages and its tmpfs (which the supervisor sums)
+    "memfd_create": (319, 279),
+    "shmget": (29, 194),
+    "msgget": (68, 186),
+    "mq_open": (240, 180),
+    # other processes by pidfd (Python raises no audit event for them)
+    "pidfd_open": (434, 434),
+    "pidfd_send_signal": (424, 424),
+    "pidfd_getfd": (438, 438),
 }
+# Only in "audit" mode, where the program shares the host's filesystem: device nodes and FIFOs raise no audit event,
+# and openat2 resolves paths its own way.
+AUDIT_DENIED_SYSCALLS = {"mknod": (133, None), "mknodat": (259, 33), "openat2": (437, 437)}
+# Calls allowed only on the program itself, or refused with one argument value: (numbers, argument, rule, value).
+# "only" refuses any other value; "not" refuses that value. Arguments are compared on their low 32 bits (every one
+# here is a C int or unsigned int).
+AT_FDCWD_LOW = 0xFFFFFF9C  # AT_FDCWD (-100) as an unsigned 32-bit word
+FS_IOC_SETFLAGS = 0x40086602  # chattr: an immutable file the harness could not remove
+ARGUMENT_RULES = {
+    "prlimit64": ((302, 261), 0, "only", 0),  # pid 0: this process
+    "setpriority": ((141, 140), 1, "only", 0),
+    "sched_setaffinity": ((203, 122), 0, "only", 0),
+    "sched_setscheduler": ((144, 119), 0, "only", 0),
+    "sched_setparam": ((142, 118), 0, "only", 0),
+    "ioctl": ((16, 29), 1, "not", FS_IOC_SETFLAGS),
+}
+# Only in "audit" mode: an open relative to a directory fd (the hook sees the path but not the fd).
+AUDIT_ARGUMENT_RULES = {"openat": ((257, 56), 0, "only", AT_FDCWD_LOW)}
 # clone(2) is how fork, vfork and threads start, so it is refused only with a new-namespace flag in its first
 # argument. clone3(2) passes its flags in memory a filter cannot read: it answers ENOSYS, on which the C library
 # falls back to clone (Docker's default policy does the same).
@@ -130,7 +164,8 @@ X32_SYSCALL_BIT = 0x40000000
 AUDIT_BOOT = r"""
 import sys
 
-def _install(workdir, readable, hidden):
+def _install(workdir, readable, hidden, max_created):
+    import itertools
     import os
     import stat
 
@@ -138,17 +173,18 @@ def _install(workdir, readable, hidden):
                       "os.exec", "os.system", "os.kill", "os.killpg", "signal.pthread_kill", "os.pidfd_open",
                       "pty.", "gc.get_objects", "gc.get_referrers", "gc.get_referents", "os.setns", "os.unshare",
                       "sys.settrace", "sys.setprofile", "sys._current_frames", "sys._current_exceptions",
-                      "sys.monitoring")
+                      "sys.monitoring", "os.symlink")  # a symlink could be swapped between the check and the open
     refused_imports = ("_posixsubprocess", "_ctypes", "_xx", "_interp", "_test", "_lsprof", "_tracemalloc")
     frame_attributes = ("tb_frame", "gi_frame", "cr_frame", "ag_frame")  # the audited reads that give a frame
     function_attributes = ("__code__", "__defaults__", "__kwdefaults__")  # the audited writes to a function
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-    # event -> (indices of the paths it changes, indices of its dir_fd arguments), as CPython 3.11 raises them
-    path_events = {"os.remove": ((0,), (1,)), "os.rmdir": ((0,), (1,)), "os.mkdir": ((0,), (2,)),
-                   "os.chmod": ((0,), (2,)), "os.chown": ((0,), (3,)), "os.utime": ((0,), (3,)),
-                   "os.truncate": ((0,), ()), "os.rename": ((0, 1), (2, 3)), "os.link": ((0, 1), (2, 3)),
-                   "os.symlink": ((1,), (2,)), "os.setxattr": ((0,), ()), "os.removexattr": ((0,), ()),
-                   "os.chflags": ((0,), ()), "os.lchflags": ((0,), ()), "os.lchmod": ((0,), ())}
+    # (event, indices of the paths it changes, indices of its dir_fd arguments), as CPython 3.11 raises them.
+    # Tuples, like everything the hook holds: a signal handler or finalizer that runs inside it sees its frame.
+    path_events = (("os.remove", (0,), (1,)), ("os.rmdir", (0,), (1,)), ("os.mkdir", (0,), (2,)),
+                   ("os.chmod", (0,), (2,)), ("os.chown", (0,), (3,)), ("os.utime", (0,), (3,)),
+                   ("os.truncate", (0,), ()), ("os.rename", (0, 1), (2, 3)), ("os.link", (0, 1), (2, 3)),
+                   ("os.symlink", (1,), (2,)), ("os.setxattr", (0,), ()), ("os.removexattr", (0,), ()),
+                   ("os.chflags", (0,), ()), ("os.lchflags", (0,), ()), ("os.lchmod", (0,), ()))
     read_events = ("os.listdir", "os.scandir", "os.listxattr", "os.getxattr", "os.chdir", "os.fwalk")
 
     def resolve(path, type=type, str=str, bytes=bytes, getcwd=os.getcwd, lstat=os.lstat, readlink=os.readlink,
@@ -196,7 +232,7 @@ def _install(workdir, readable, hidden):
              workdir=(workdir,), readable=tuple(readable), hidden=tuple(hidden), error=PermissionError,
              refused_events=refused_events, refused_imports=refused_imports, frame_attributes=frame_attributes,
              function_attributes=function_attributes, write_flags=write_flags, path_events=path_events,
-             read_events=read_events):
+             read_events=read_events, created=itertools.count(1), max_created=max_created, create=os.O_CREAT):
         if event.startswith(refused_events):
             raise error(f"sandbox: {event} is not allowed")
         if event == "import":
@@ -215,13 +251,21 @@ def _install(workdir, readable, hidden):
             writes = type(args[2]) is not int or args[2] & write_flags
             if not within(path, workdir) and (writes or not within(path, readable) or within(path, hidden)):
                 raise error(f"sandbox: opening {path} is not allowed")
+            # The work dir's size: at most max_created files opened with O_CREAT, each within RLIMIT_FSIZE. A
+            # count that only goes up: whoever reaches it from inside the hook cannot lower it.
+            if type(args[2]) is int and args[2] & create and next(created) > max_created:
+                raise error("sandbox: too many files created in the work dir")
         elif event in read_events:
             if len(args) and type(args[0]) is not int and args[0] is not None:
                 path = resolve(args[0])
                 if not within(path, workdir) and (not within(path, readable) or within(path, hidden)):
                     raise error(f"sandbox: {event} outside the sandbox is not allowed")
-        elif event in path_events:
-            paths, dir_fds = path_events[event]
+        else:
+            for name, paths, dir_fds in path_events:
+                if name == event:
+                    break
+            else:
+                return
             for i in dir_fds:
                 if i < len(args) and args[i] is not None and not (type(args[i]) is int and args[i] == -1):
                     raise error(f"sandbox: {event} with dir_fd is not allowed")
@@ -390,12 +434,11 @@ def bubblewrap_args(settings, program_fd):
     args += ["--proc", "/proc"]
     for writable in (WORKDIR, "/tmp"):
         args += ["--perms", "0777", "--size", size, "--tmpfs", writable]
-    args += ["--file", str(program_fd), WORKDIR + "/main.py", "--remount-ro", "/", "--chdir", WORKDIR, "--clearenv"]
+    args += ["--file", str(program_fd), WORKDIR + "/main.py", "--ro-bind", os.path.abspath(__file__), HARNESS]
+    args += ["--remount-ro", "/", "--chdir", WORKDIR, "--clearenv"]
     for name, value in settings["env"].items():
         args += ["--setenv", name, value]
-    with open(__file__) as f:
-        source = f.read()
-    return [*args, "--", settings["python"], "-I", "-S", "-c", source, "supervise", json.dumps(settings)]
+    return [*args, "--", settings["python"], "-I", "-S", HARNESS, "supervise", json.dumps(settings)]
 
 
 def exec_bubblewrap(settings, status):
@@ -436,24 +479,21 @@ def supervise(settings, status):
     # the sandbox.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     libc_call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getsid(0) != os.getpid():
+        os.setsid()  # the program's process group holds no process outside the namespace (killpg(0, ...))
     if settings["backend"] == "namespaces":  # bwrap builds its own
         proc = settings["root"] + "/proc"
         libc_call("mount", b"proc", proc.encode(), b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        set_pid_max(proc, status)
         enter_root(settings["root"])
         status.write("layer private_root\n")
-    try:
-        with open("/proc/sys/kernel/pid_max", "w") as f:
-            f.write(str(PID_MAX_MIN))
-        status.write("layer pid_max\n")
-    except OSError:
-        pass  # kernels before 6.14 have one global pid_max; bwrap drops the capability to set it
     libc_call("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)  # nothing in the sandbox may ptrace PID 1
 
     program = os.fork()
     if program == 0:
         exec_program(settings, status, audited=False)
     program_fd = os.pidfd_open(program)
-    while True:
+    for tick in itertools.count():
         select.select([program_fd], [], [], SUPERVISOR_TICK_S)
         while True:  # reap the program and any orphan that was re-parented to us
             try:
@@ -468,28 +508,45 @@ def supervise(settings, status):
         if len(others) > settings["max_processes"]:
             status.write(f"process_limit {len(others)}\n")
             return 1
-        used = memory_used(others)
-        if used > settings["run_memory_bytes"]:
-            status.write(f"memory_limit {used}\n")
-            return 1
+        if tick % USAGE_EVERY_TICKS == 0:
+            used, tasks = usage(others)
+            if tasks > settings["max_tasks"]:
+                status.write(f"process_limit {tasks} tasks\n")
+                return 1
+            if used > settings["run_memory_bytes"]:
+                status.write(f"memory_limit {used}\n")
+                return 1
 
 
-def memory_used(pids):
-    """Bytes the run holds: each process's private resident memory (statm: resident - shared pages) and the files
-    in its tmpfs mounts."""
-    pages = 0
+def set_pid_max(proc, status):
+    """A kernel ceiling on the namespace's PIDs (Linux >= 6.14 namespaces pid_max), set while /proc is writable."""
+    try:
+        with open(f"{proc}/sys/kernel/pid_max", "w") as f:
+            f.write(str(PID_MAX_MIN))
+        status.write("layer pid_max\n")
+    except OSError:
+        pass  # one global pid_max before 6.14; RLIMIT_NPROC (max_tasks) bounds the run's tasks anyway
+
+
+def usage(pids):
+    """(bytes, tasks) the run holds: each process's anonymous and shared-memory resident pages (RssAnon +
+    RssShmem) plus the files in its tmpfs mounts, and its threads (all processes together)."""
+    kib, tasks = 0, 0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/statm") as f:
-                fields = f.read().split()
-        except OSError:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith(("RssAnon:", "RssShmem:")):
+                        kib += int(line.split()[1])
+                    elif line.startswith("Threads:"):
+                        tasks += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
             continue  # exited since the listing
-        pages += int(fields[1]) - int(fields[2])
     files = 0
     for path in (WORKDIR, "/tmp"):
-        usage = os.statvfs(path)
-        files += (usage.f_blocks - usage.f_bfree) * usage.f_frsize
-    return pages * PAGE_SIZE + files
+        stats = os.statvfs(path)
+        files += (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+    return (kib << 10) + files, tasks
 
 
 def exec_program(settings, status, audited):
@@ -498,7 +555,10 @@ def exec_program(settings, status, audited):
         os.set_inheritable(status.fileno(), False)  # the program never sees it
         if LINUX:  # execve can never grant privileges again (setuid binaries, file capabilities)
             libc_call("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        if install_seccomp():
+        if not audited and NPROC_PER_NAMESPACE:  # counted in the run's own user namespace: a kernel ceiling
+            resource.setrlimit(resource.RLIMIT_NPROC, (settings["max_tasks"],) * 2)
+            status.write("layer max_tasks\n")
+        if install_seccomp(audited):
             status.write("layer seccomp\n")
         workdir = settings["workdir"]
         os.chdir(workdir)
@@ -506,7 +566,9 @@ def exec_program(settings, status, audited):
         if audited:
             view = settings["view"]
             readable = [*view["read_only"], *(f"/dev/{device}" for device in DEVICES)]
-            argv = [python, "-I", "-S", "-c", AUDIT_BOOT, workdir, json.dumps([readable, view["hidden"]])]
+            max_created = max(1, settings["workdir_bytes"] // settings["file_size_bytes"])
+            limits = json.dumps([readable, view["hidden"], max_created])
+            argv = [python, "-I", "-S", "-c", AUDIT_BOOT, workdir, limits]
             status.write("layer audit_hook\n")
         else:
             argv = [python, "-I", "-S", "main.py"]
@@ -524,25 +586,36 @@ DATA_NR, DATA_ARCH, DATA_ARG0 = 0, 4, 16  # offsets in seccomp_data (arg0's low 
 ALLOW, KILL_PROCESS, RET_ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
 
 
-def seccomp_program(machine: str) -> list[tuple[int, int, int, int]]:
+def seccomp_program(machine: str, audited: bool) -> list[tuple[int, int, int, int]]:
     """The filter for `machine`, as (code, jump if true, jump if false, k) rows.
 
     Another syscall ABI kills the process (x32 on x86_64 is refused: its numbers carry X32_SYSCALL_BIT); a denied
-    call, or clone with a new-namespace flag, gets EPERM; clone3 gets ENOSYS; everything else runs.
+    call, clone with a new-namespace flag, or a call against its `ARGUMENT_RULES` gets EPERM; clone3 gets ENOSYS;
+    everything else runs. `audited` adds the "audit" mode's denials and rules.
     """
     audit_arch, column = SECCOMP_ARCHES[machine]
+    denied = {**DENIED_SYSCALLS, **(AUDIT_DENIED_SYSCALLS if audited else {})}
+    rules = {**ARGUMENT_RULES, **(AUDIT_ARGUMENT_RULES if audited else {})}
     rows = [
         (BPF_LD_ABS, DATA_ARCH, None, None),
         (BPF_JEQ, audit_arch, None, "kill"),
         (BPF_LD_ABS, DATA_NR, None, None),
         (BPF_JGE, X32_SYSCALL_BIT, "refuse", None),
-        *((BPF_JEQ, numbers[column], "refuse", None) for numbers in DENIED_SYSCALLS.values()),
+        *((BPF_JEQ, numbers[column], "refuse", None) for numbers in denied.values() if numbers[column] is not None),
+        *((BPF_JEQ, rule[0][column], name, None) for name, rule in rules.items()),
         (BPF_JEQ, CLONE3, "no_such_call", None),
         (BPF_JEQ, CLONE[column], "clone", None),
         (BPF_RET, ALLOW, None, None),
         "clone",
         (BPF_LD_ABS, DATA_ARG0, None, None),
         (BPF_JSET, NEW_NAMESPACE_FLAGS, "refuse", None),
+        (BPF_RET, ALLOW, None, None),
+    ]
+    for name, (_, argument, kind, value) in rules.items():
+        allowed, refused = ("allow", "refuse") if kind == "only" else ("refuse", "allow")
+        rows += [name, (BPF_LD_ABS, DATA_ARG0 + 8 * argument, None, None), (BPF_JEQ, value, allowed, refused)]
+    rows += [
+        "allow",
         (BPF_RET, ALLOW, None, None),
         "refuse",
         (BPF_RET, RET_ERRNO | errno.EPERM, None, None),
@@ -577,11 +650,11 @@ class SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(SockFilter))]
 
 
-def install_seccomp():
+def install_seccomp(audited):
     """Install `seccomp_program` for this machine. False if unsupported (not Linux, another CPU, 32 bits)."""
     if not LINUX or platform.machine() not in SECCOMP_ARCHES or sys.maxsize < 2**32:  # a 64-bit interpreter
         return False
-    program = seccomp_program(platform.machine())
+    program = seccomp_program(platform.machine(), audited)
     filters = (SockFilter * len(program))(*(SockFilter(*row) for row in program))
     prog = SockFprog(len(program), filters)
     try:

@@ -92,6 +92,13 @@ class SandboxConfig:
     max_processes: int = field(
         default=16, metadata={"help": "Processes the program may have alive at once, itself included."}
     )
+    max_tasks: int = field(
+        default=256,
+        metadata={
+            "help": "Threads of all the run's processes together ('bubblewrap' and 'namespaces': counted by the "
+            "supervisor, and RLIMIT_NPROC in the run's own user namespace where the kernel applies it)."
+        },
+    )
     max_file_size_mb: int = field(default=16, metadata={"help": "Largest file the program may write (RLIMIT_FSIZE)."})
     max_open_files: int = field(default=64, metadata={"help": "Open file descriptors per process (RLIMIT_NOFILE)."})
     max_output_bytes: int = field(
@@ -117,6 +124,7 @@ class SandboxConfig:
             "cpu_time_s",
             "memory_mb",
             "max_processes",
+            "max_tasks",
             "max_file_size_mb",
             "max_open_files",
             "max_output_bytes",
@@ -260,12 +268,13 @@ def physical_memory_mb() -> int:
 def run_program(code: str, stdin: str, config: SandboxConfig, isolation: str) -> SandboxResult:
     """One sandboxed run (see `Sandbox.run`); `isolation` is 'bubblewrap', 'namespaces' or 'audit'."""
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="sandbox-", ignore_cleanup_errors=True) as staging:
-        staging = Path(staging)
+    staging = Path(tempfile.mkdtemp(prefix="sandbox-"))
+    try:
         (staging / "work").mkdir(mode=0o700)
         (staging / "root").mkdir(mode=0o700)
         (staging / "main.py").write_text(code, encoding="utf-8", errors="surrogatepass")
         (staging / "stdin").write_text(stdin, encoding="utf-8", errors="surrogatepass")
+        (staging / "stdin").chmod(0o400)  # fd 0 cannot be reopened for writing through /proc/self/fd/0
         workdir = str(staging / "work") if isolation == "audit" else WORKDIR
         status_read, status_write = os.pipe()
         settings = {
@@ -284,6 +293,7 @@ def run_program(code: str, stdin: str, config: SandboxConfig, isolation: str) ->
             "file_size_bytes": config.max_file_size_mb << 20,
             "open_files": config.max_open_files,
             "max_processes": config.max_processes,
+            "max_tasks": config.max_tasks,
             "workdir_bytes": config.workdir_mb << 20,
         }
         with os.fdopen(status_read, "rb") as status_pipe:
@@ -306,7 +316,14 @@ def run_program(code: str, stdin: str, config: SandboxConfig, isolation: str) ->
             finally:
                 kill_group(process)
             status_lines = status_pipe.read(1 << 16).decode("utf-8", "replace").splitlines()
+    finally:
+        remove_staging(staging)
     return make_result(process.returncode, stdout, stderr, limit_hit, status_lines, time.monotonic() - start)
+
+
+def remove_staging(staging: Path):
+    """Remove a run's files; what cannot be removed is logged, never raised into the trainer."""
+    shutil.rmtree(staging, onerror=lambda *failure: logger.warning("Sandbox: could not remove %s", failure[1]))
 
 
 def read_capped(process: subprocess.Popen, deadline: float, cap: int) -> tuple[bytes, bytes, str | None]:

@@ -1,7 +1,9 @@
 """The code sandbox: ordinary programs work; hostile ones score 0 and leave the test process and its files alone.
 
 Each hostile program prints its success marker only if its attack worked, so a score of 0 means the attack failed;
-the side effects (canary file, listening socket, this process) are checked directly as well.
+the side effects (canary file, listening socket, this process) are checked directly as well, and so is what stopped
+each attack. Every test runs in each backend this machine has (bubblewrap, namespaces, audit); the wider battery of
+attacks, the same in every backend, is tests/test_hostile.py.
 """
 
 import os
@@ -15,21 +17,25 @@ import uuid
 import pytest
 
 from rewards import SandboxConfig, get_reward_func
-from rewards.sandbox import Sandbox, namespaces_available
+from rewards.sandbox import Sandbox, available_isolations
 
 TIMEOUT_S = 3.0
 MEMORY_MB = 128  # small enough that the memory bomb hits RLIMIT_AS within a fraction of the timeout
-# The `namespaces` mode needs the kernel to allow unprivileged user namespaces, which some kernels and container
-# runtimes switch off (sysctl kernel.unprivileged_userns_clone=0, seccomp profiles). Where the probe fails, the
-# `Sandbox` itself falls back to `audit`, and the same hostile battery still runs in `audit` mode below; only the
-# namespace layer, which cannot exist there, goes untested. The reason printed says what the probe hit.
-NAMESPACES_OK, NAMESPACES_WHY_NOT = namespaces_available(SandboxConfig().python)
-NEEDS_NAMESPACES = pytest.mark.skipif(
-    not NAMESPACES_OK,
-    reason=f"unprivileged user namespaces are unavailable on this machine ({NAMESPACES_WHY_NOT}); "
-    "the audit-mode runs of the same tests still apply",
-)
-MODES = [pytest.param("namespaces", marks=NEEDS_NAMESPACES), "audit"]  # audit always runs; see NEEDS_NAMESPACES
+# `bubblewrap` needs the bwrap tool, `namespaces` unprivileged user namespaces, which some kernels and container
+# runtimes switch off (sysctl kernel.unprivileged_userns_clone=0, AppArmor, seccomp profiles). A backend that does
+# not work here is skipped, saying why (`isolation="auto"` then fails closed: it never falls back to `audit`, which
+# runs only when named, and always runs here).
+AVAILABLE = available_isolations(SandboxConfig().python)
+KERNEL = ("bubblewrap", "namespaces")  # the backends with a private root, PID namespace and supervisor
+
+
+def backend(name: str):
+    reason = AVAILABLE[name]
+    return pytest.param(name, marks=pytest.mark.skipif(reason is not None, reason=f"{name} is unavailable: {reason}"))
+
+
+MODES = [backend(name) for name in (*KERNEL, "audit")]
+KERNEL_MODES = [backend(name) for name in KERNEL]
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -108,9 +114,13 @@ def test_cpu_bound_loop_is_stopped_by_the_cpu_time_limit(isolation):
 
 
 def test_fork_bomb(code_reward):
-    score, result = score_one(code_reward, "import os\nwhile True:\n    os.fork()\nprint('done')", "done")
+    # Doubling eleven times: up to 2048 sleeping processes, far above max_processes, but bounded, so that where the
+    # supervisor is late (a loaded machine, no kernel ceiling on the run's tasks) this test cannot take every PID of
+    # a shared machine (an unbounded bomb did: pid_max 32768, and the next run's own fork failed).
+    program = "import os, time\nfor _ in range(11):\n    os.fork()\ntime.sleep(10)\nprint('done')"
+    score, result = score_one(code_reward, program, "done")
     assert score == 0.0
-    if code_reward.sandbox.isolation == "namespaces":
+    if code_reward.sandbox.isolation in KERNEL:
         assert result.status == "process_limit"  # PID 1 counted too many processes; the namespace died with it
     else:
         assert "os.fork is not allowed" in result.stderr  # the audit hook refuses process creation
@@ -146,7 +156,8 @@ def test_files_outside_the_work_dir_survive(code_reward, tmp_path):
         score, result = score_one(code_reward, attack + "\nprint('done')", "done")
         assert score == 0.0, name
         assert result.status == "error", (name, result)
-        stopped_by = "Read-only file system" if code_reward.sandbox.isolation == "namespaces" else "sandbox:"
+        # In bubblewrap and namespaces the host's files are not in the program's view at all: they do not exist.
+        stopped_by = "No such file or directory" if code_reward.sandbox.isolation in KERNEL else "sandbox:"
         assert stopped_by in result.stderr, (name, result.stderr)
     assert canary.read_text() == "intact"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["canary.txt"]
@@ -185,12 +196,12 @@ def test_network_connection_never_arrives(code_reward):
             listener.accept()
 
 
-@NEEDS_NAMESPACES
-def test_network_namespace_has_only_a_loopback():
-    with Sandbox(SandboxConfig(timeout_s=TIMEOUT_S, isolation="namespaces")) as sandbox:
+@pytest.mark.parametrize("isolation", KERNEL_MODES)
+def test_network_namespace_has_only_a_loopback(isolation):
+    with Sandbox(SandboxConfig(timeout_s=TIMEOUT_S, isolation=isolation)) as sandbox:
         result = sandbox.run("print(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:]))")
     assert result.stdout == "['lo']\n"
-    assert "namespaces" in result.layers
+    assert {"namespaces", "private_root"} <= set(result.layers)
 
 
 @pytest.mark.parametrize("target", ["parent", "test process"])
@@ -221,7 +232,7 @@ def test_detached_processes_die_with_the_run(sandbox):
         "print('parent done')\n"
     )
     result = sandbox.run(program)
-    if sandbox.isolation == "namespaces":
+    if sandbox.isolation in KERNEL:
         assert result.stdout == "parent done\n"  # the child started, detached, and must die with the namespace
     else:
         assert "os.fork is not allowed" in result.stderr
@@ -243,8 +254,8 @@ for name, number, first_argument in calls:
 """
 
 
-@NEEDS_NAMESPACES  # where ctypes can run at all: the audit hook refuses ctypes, so no syscall is reachable there
-def test_the_seccomp_filter_refuses_what_a_sandboxed_program_should_never_call():
+@pytest.mark.parametrize("isolation", KERNEL_MODES)  # the audit hook refuses ctypes: no raw syscall is reachable there
+def test_the_seccomp_filter_refuses_what_a_sandboxed_program_should_never_call(isolation):
     """Every call in DENIED_SYSCALLS, with arguments that would otherwise succeed or fail some other way, and clone
     with a new-user-namespace flag, fail with EPERM; clone3 says ENOSYS (the C library then uses clone)."""
     import json
@@ -255,7 +266,7 @@ def test_the_seccomp_filter_refuses_what_a_sandboxed_program_should_never_call()
     column = SECCOMP_ARCHES[platform.machine()][1]
     calls = [(name, numbers[column], 0) for name, numbers in DENIED_SYSCALLS.items()]
     calls += [("clone_newuser", CLONE[column], CLONE_NEWUSER | signal.SIGCHLD), ("clone3", CLONE3, 0)]
-    with Sandbox(SandboxConfig(timeout_s=TIMEOUT_S, isolation="namespaces")) as sandbox:
+    with Sandbox(SandboxConfig(timeout_s=TIMEOUT_S, isolation=isolation)) as sandbox:
         result = sandbox.run(SYSCALL_PROBE, stdin=json.dumps(calls))
     assert result.ok and "seccomp" in result.layers, result.stderr
     outcomes = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
@@ -265,20 +276,20 @@ def test_the_seccomp_filter_refuses_what_a_sandboxed_program_should_never_call()
 
 def test_threads_and_processes_still_start_under_the_filter(sandbox):
     program = "import threading\nt = threading.Thread(target=print, args=('thread',))\nt.start()\nt.join()\n"
-    if sandbox.isolation == "namespaces":
+    if sandbox.isolation in KERNEL:
         program += "import os\npid = os.fork()\nif pid == 0:\n    os._exit(3)\nprint(os.waitpid(pid, 0)[1] >> 8)\n"
     result = sandbox.run(program)
     assert result.ok, result.stderr
-    assert result.stdout == ("thread\n3\n" if sandbox.isolation == "namespaces" else "thread\n")
+    assert result.stdout == ("thread\n3\n" if sandbox.isolation in KERNEL else "thread\n")
 
 
-@NEEDS_NAMESPACES  # in audit mode the hook refuses os.kill
+@pytest.mark.parametrize("isolation", KERNEL_MODES)  # in audit mode the hook refuses os.kill
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGQUIT", "SIGSTOP", "SIGKILL"])
-def test_the_program_cannot_signal_the_namespace_init_into_a_sandbox_failure(signal_name):
+def test_the_program_cannot_signal_the_namespace_init_into_a_sandbox_failure(isolation, signal_name):
     """PID 1 is the sandbox's supervisor: a signal from the program must not make the run a set-up failure (which
     the code reward scores None, dropping the sample from the mean)."""
     program = f"import os, signal\nos.kill(1, signal.{signal_name})\nprint('still here')\n"
-    with Sandbox(SandboxConfig(timeout_s=TIMEOUT_S, isolation="namespaces")) as sandbox:
+    with Sandbox(SandboxConfig(timeout_s=TIMEOUT_S, isolation=isolation)) as sandbox:
         result = sandbox.run(program)
     assert (result.status, result.stdout) == ("ok", "still here\n"), (result.status, result.detail, result.stderr)
 
