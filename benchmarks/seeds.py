@@ -71,11 +71,15 @@ def summarise(per_seed: list[dict]) -> dict:
     return summary
 
 
-def shown(stats: dict, share: bool) -> str:
+def shown(stats: dict, share: bool, change: bool) -> str:
+    """mean [low, high]; a share's interval is clipped to [0, 100] % for display (the JSON keeps the t-interval)."""
     scale = 100 if share else 1
+    low, high = stats["low"], stats["high"]
     text = f"{scale * stats['mean']:.1f}"
-    if stats["low"] is not None:
-        text += f" [{scale * stats['low']:.1f}, {scale * stats['high']:.1f}]"
+    if low is not None:
+        if share and not change:
+            low, high = max(low, 0.0), min(high, 1.0)
+        text += f" [{scale * low:.1f}, {scale * high:.1f}]"
     return text
 
 
@@ -86,7 +90,7 @@ def table(summary: dict) -> str:
     ]
     for name, stats in summary.items():
         share = name != "mean_completion_tokens"
-        cells = [shown(stats[side], share) for side in ("before", "after", "change")]
+        cells = [shown(stats[side], share, side == "change") for side in ("before", "after", "change")]
         lines.append(f"| {name}{' (%)' if share else ''} | {' | '.join(cells)} | {stats['change']['verdict']} |")
     return "\n".join(lines)
 

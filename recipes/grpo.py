@@ -237,6 +237,10 @@ def main(script_args, training_args, model_args):
         with open(os.path.join(training_args.output_dir, "heldout_after.json"), "w") as f:
             json.dump(after, f, indent=2)
         print(format_comparison_table(before, after))
+        print(
+            f"(one training seed, {training_args.seed}; over several: python benchmarks/seeds.py --seeds 0 1 2 "
+            "--out seeds.json -- accelerate launch recipes/grpo.py ...)"
+        )
     if trainer.accelerator.is_main_process:
         plot_training_curves(trainer.state.log_history, os.path.join(training_args.output_dir, "plots"))
 
