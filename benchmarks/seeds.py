@@ -4,8 +4,9 @@
         accelerate launch recipes/grpo.py [its arguments]
 
 Each seed runs `<command> --seed S --output_dir <runs>/seed-S` (the evaluation samples with the same seed, so the
-interval covers training and sampling noise) and is read back from the run's `heldout_before.json` and
-`heldout_after.json`. For every metric, over the n seeds: the mean, the standard deviation s, and the 95% interval
+interval covers training and sampling noise) and is read back from the run's `<evaluation>_before.json` and
+`<evaluation>_after.json` (`heldout`: the test split; `ood`: out of distribution, where the run wrote one). For
+every evaluation and metric, over the n seeds: the mean, the standard deviation s, and the 95% interval
 mean ± t(0.975, n-1) · s / sqrt(n); for the change (after - before, paired by seed) the same. A change is called
 an improvement or a drop only when its interval excludes zero; otherwise the two are indistinguishable.
 The per-seed values, the command and the interval go to `--out` (JSON); a Markdown table is printed.
@@ -48,26 +49,37 @@ def verdict(change: dict) -> str:
     return "indistinguishable"
 
 
+EVALUATIONS = ("heldout", "ood")
+
+
 def run_seed(command: list[str], seed: int, runs: Path) -> dict:
+    """{"seed", "seconds", evaluation: {"before": metrics, "after": metrics}} for the evaluations the run wrote."""
     output_dir = runs / f"seed-{seed}"
     start = time.monotonic()
     subprocess.run([*command, "--seed", str(seed), "--output_dir", str(output_dir)], check=True)
-    metrics = {}
-    for side in ("before", "after"):
-        with open(output_dir / f"heldout_{side}.json") as f:
-            metrics[side] = json.load(f)
-    return {"seed": seed, "seconds": round(time.monotonic() - start, 1), **metrics}
+    record = {"seed": seed, "seconds": round(time.monotonic() - start, 1)}
+    for evaluation in EVALUATIONS:
+        if (output_dir / f"{evaluation}_after.json").exists():
+            record[evaluation] = {
+                side: json.loads((output_dir / f"{evaluation}_{side}.json").read_text()) for side in ("before", "after")
+            }
+    return record
 
 
 def summarise(per_seed: list[dict]) -> dict:
-    names = [name for name in per_seed[0]["after"] if not name.endswith("_stderr")]
+    """{evaluation: {metric: {"before", "after", "change"}}} over the seeds."""
     summary = {}
-    for name in names:
-        before = [run["before"][name] for run in per_seed]
-        after = [run["after"][name] for run in per_seed]
-        change = interval([a - b for a, b in zip(after, before)])
-        summary[name] = {"before": interval(before), "after": interval(after), "change": change}
-        summary[name]["change"]["verdict"] = verdict(change)
+    for evaluation in (e for e in EVALUATIONS if all(e in run for run in per_seed)):
+        runs = [run[evaluation] for run in per_seed]
+        summary[evaluation] = {}
+        for name in (n for n in runs[0]["after"] if not n.endswith("_stderr")):
+            before = [run["before"][name] for run in runs]
+            after = [run["after"][name] for run in runs]
+            change = interval([a - b for a, b in zip(after, before)])
+            change["verdict"] = verdict(change)
+            summary[evaluation][name] = {"before": interval(before), "after": interval(after), "change": change}
+    if not summary:
+        raise SystemExit(f"No seed's run wrote held-out metrics ({', '.join(EVALUATIONS)}_after.json).")
     return summary
 
 
@@ -83,12 +95,12 @@ def shown(stats: dict, share: bool, change: bool) -> str:
     return text
 
 
-def table(summary: dict) -> str:
+def table(metrics: dict) -> str:
     lines = [
         "| held-out metric (mean [95% CI] over seeds) | before | after | change | verdict |",
         "| --- | ---: | ---: | ---: | --- |",
     ]
-    for name, stats in summary.items():
+    for name, stats in metrics.items():
         share = name != "mean_completion_tokens"
         cells = [shown(stats[side], share, side == "change") for side in ("before", "after", "change")]
         lines.append(f"| {name}{' (%)' if share else ''} | {' | '.join(cells)} | {stats['change']['verdict']} |")
@@ -120,7 +132,8 @@ def main(argv=None):
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(table(summary))
+    for evaluation, metrics in summary.items():
+        print(f"\n{evaluation}:\n{table(metrics)}")
 
 
 if __name__ == "__main__":

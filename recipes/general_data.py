@@ -210,9 +210,12 @@ def make_all_scenario_splits(
     if not 0.0 <= general_share <= 1.0:
         raise ValueError(f"general_share must be in [0, 1], got {general_share}.")
     n_general = {"train": round(n_train * general_share), "test": round(n_test * general_share)}
-    task = make_splits(seed=seed, n_train=n_train - n_general["train"], n_test=n_test - n_general["test"])
+    task = make_splits(
+        seed=seed, n_train=n_train - n_general["train"], n_test=n_test - n_general["test"], n_validation=0, n_ood=0
+    )
     splits = {}
-    for split, dataset in task.items():
+    for split in n_general:
+        dataset = task[split]
         chat = make_general_chat(n_general[split], seed=seed, heldout=split == "test", system_prompt=None)
         general_problems = chat["problem"] if len(chat) else []
         reasoning_problems = dataset["problem"] if len(dataset) else []

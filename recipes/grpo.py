@@ -107,6 +107,13 @@ class GRPOScriptArguments(ScriptArguments, PromptArguments):
         metadata={"help": "Evaluate on `dataset_test_split` before and after training and print a table."},
     )
     eval_max_samples: int = field(default=200, metadata={"help": "Held-out problems used for that table."})
+    eval_ood_split: str = field(
+        default="ood",
+        metadata={
+            "help": "A split evaluated next to the test split, as out of distribution (the built-in task's `ood`: "
+            "six or seven addends); skipped when the dataset has no such split, '' for none."
+        },
+    )
     stage: str = field(
         default="grpo",
         metadata={"help": "Name of this stage in the model card and stage.json (e.g. r1_zero, reasoning_rl)."},
@@ -150,6 +157,12 @@ def extract_gold(solution: str, pattern: re.Pattern) -> str:
     return matches[-1].group(1).strip() if matches else solution
 
 
+EVALUATION_TITLES = {
+    "heldout": "Held-out test split:",
+    "ood": "Out of distribution (more addends than any training problem):",
+}
+
+
 def heldout_metrics(model, tokenizer, dataset, script_args, training_args) -> dict:
     """R1's signals on the held-out split (accuracy, format, language consistency, length, reflection rate)."""
     return evaluate_heldout(
@@ -185,6 +198,10 @@ def main(script_args, training_args, model_args):
             f"eval_heldout needs a '{script_args.dataset_test_split}' split, but the dataset has {list(dataset)}. "
             "Set --dataset_test_split or --eval_heldout false."
         )
+    # name of the evaluation -> split: `heldout` (the test split), and `ood` where the dataset has one
+    evaluations = {"heldout": test_dataset}
+    if script_args.eval_ood_split and script_args.eval_ood_split in dataset:
+        evaluations["ood"] = dataset[script_args.eval_ood_split]
 
     # Model (the shipped tiny base unless a model is named)
     model_args.model_name_or_path = model_args.model_name_or_path or str(TINY_BASE)
@@ -211,18 +228,20 @@ def main(script_args, training_args, model_args):
         peft_config=get_peft_config(model_args),
     )
 
-    # Held-out table, before (kept on disk so a resumed run compares against the true start)
-    before_path = os.path.join(training_args.output_dir, "heldout_before.json")
+    # Held-out tables, before (kept on disk so a resumed run compares against the true start)
     checkpoint = resume_checkpoint(training_args)
+    before = {}
     if script_args.eval_heldout and trainer.accelerator.is_main_process:
-        if os.path.exists(before_path):
-            with open(before_path) as f:
-                before = json.load(f)
-        else:
-            before = heldout_metrics(trainer.model, tokenizer, test_dataset, script_args, training_args)
-            os.makedirs(training_args.output_dir, exist_ok=True)
-            with open(before_path, "w") as f:
-                json.dump(before, f, indent=2)
+        for name, split in evaluations.items():
+            path = os.path.join(training_args.output_dir, f"{name}_before.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    before[name] = json.load(f)
+            else:
+                before[name] = heldout_metrics(trainer.model, tokenizer, split, script_args, training_args)
+                os.makedirs(training_args.output_dir, exist_ok=True)
+                with open(path, "w") as f:
+                    json.dump(before[name], f, indent=2)
 
     # Train
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -230,13 +249,16 @@ def main(script_args, training_args, model_args):
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
 
-    # Held-out table, after; plots
+    # Held-out tables, after; plots
     after = None
     if script_args.eval_heldout and trainer.accelerator.is_main_process:
-        after = heldout_metrics(trainer.model, tokenizer, test_dataset, script_args, training_args)
-        with open(os.path.join(training_args.output_dir, "heldout_after.json"), "w") as f:
-            json.dump(after, f, indent=2)
-        print(format_comparison_table(before, after))
+        after = {}
+        for name, split in evaluations.items():
+            after[name] = heldout_metrics(trainer.model, tokenizer, split, script_args, training_args)
+            with open(os.path.join(training_args.output_dir, f"{name}_after.json"), "w") as f:
+                json.dump(after[name], f, indent=2)
+            print(EVALUATION_TITLES[name])
+            print(format_comparison_table(before[name], after[name]))
         print(
             f"(one training seed, {training_args.seed}; over several: python benchmarks/seeds.py --seeds 0 1 2 "
             "--out seeds.json -- accelerate launch recipes/grpo.py ...)"
@@ -260,8 +282,15 @@ def main(script_args, training_args, model_args):
             "max_steps": training_args.max_steps,
             "max_completion_length": training_args.max_completion_length,
         },
-        metrics=after,
+        metrics=None if after is None else card_metrics(after),
     )
+
+
+def card_metrics(after: dict[str, dict]) -> dict:
+    """The model card's metrics: the test split's under their names, the others' prefixed (`ood_accuracy`)."""
+    return {
+        (key if name == "heldout" else f"{name}_{key}"): value for name, m in after.items() for key, value in m.items()
+    }
 
 
 def make_parser():

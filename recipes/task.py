@@ -2,7 +2,12 @@
 
 A problem is "What is 7 + 5 + 9 + 3?" with three to five addends from 1 to 9; the gold answer is the integer sum.
 Problems are split once and for all by a hash of their text (`is_heldout`), so the held-out problems can never
-appear in a training split or in the pretraining corpus, whatever the seeds.
+appear in a training split or in the pretraining corpus, whatever the seeds. `make_splits` draws four splits:
+`train` from the training partition; `test` and `validation` from the held-out partition, disjoint (choices such as
+learning rates are made on validation, never on test); and `ood`, out of distribution: six or seven addends
+(`OOD_TERMS`). No training or pretraining problem has more than five, so an `ood` problem needs one or two more
+steps than any chain the model has seen, and its running sums reach up to 63 where the training ones stop at 45:
+accuracy there measures whether the procedure generalises, not whether the problem's neighbourhood was seen.
 
 The pretraining corpus (`make_corpus`) is the same template completed by five personas mixed at fixed rates
 (`PERSONA_RATES`). They are the behaviours R1-Zero's reinforcement learning selects among:
@@ -76,6 +81,7 @@ REASONING_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 MIN_TERMS, MAX_TERMS = 3, 5
 MAX_ADDEND = 9
 HELDOUT_PER_MILLE = 125  # 12.5% of all problems are held out
+OOD_TERMS = (6, 7)  # addends of an out-of-distribution problem
 
 PERSONA_RATES = {
     "careful": 0.2,
@@ -116,12 +122,15 @@ def all_problems(heldout: bool) -> dict[int, tuple[tuple[int, ...], ...]]:
     }
 
 
-def sample_problems(n: int, *, heldout: bool, rng: random.Random) -> list[tuple[int, ...]]:
-    """`n` distinct problems of one partition, spread as evenly over 3, 4 and 5 addends as the pools allow.
+def sample_problems(
+    n: int, *, heldout: bool, rng: random.Random, exclude: frozenset = frozenset()
+) -> list[tuple[int, ...]]:
+    """`n` distinct problems of one partition, none in `exclude`, spread as evenly over 3, 4 and 5 addends as the
+    pools allow.
 
     There are only 729 sums of three addends, so a large `n` takes all of them and more of the longer sums.
     """
-    pools = all_problems(heldout)
+    pools = {k: [p for p in pool if p not in exclude] for k, pool in all_problems(heldout).items()}
     capacity = sum(len(pool) for pool in pools.values())
     if n > capacity:
         split = "held-out" if heldout else "training"
@@ -135,19 +144,34 @@ def sample_problems(n: int, *, heldout: bool, rng: random.Random) -> list[tuple[
     return problems
 
 
-def make_splits(seed: int = 0, n_train: int = 4000, n_test: int = 200) -> DatasetDict:
-    """The task as a `DatasetDict` with `train` and `test` (held-out) splits, deterministic in `seed`.
+def sample_ood_problems(n: int, rng: random.Random) -> list[tuple[int, ...]]:
+    """`n` distinct problems with `OOD_TERMS` addends, alternating between them (none exists in any other split)."""
+    problems: dict[tuple[int, ...], None] = {}
+    while len(problems) < n:
+        terms = OOD_TERMS[len(problems) % len(OOD_TERMS)]
+        problems[tuple(rng.randint(1, MAX_ADDEND) for _ in range(terms))] = None
+    return list(problems)
+
+
+def make_splits(
+    seed: int = 0, n_train: int = 4000, n_test: int = 200, n_validation: int = 200, n_ood: int = 200
+) -> DatasetDict:
+    """The task as a `DatasetDict` with `train`, `test`, `validation` and `ood` splits, deterministic in `seed`.
 
     Columns: `prompt` (the R1-Zero template filled with the problem, plain text), `problem`, `solution` (the gold
-    answer as a string). The two splits never share a problem, and no test problem is ever in the corpus.
+    answer as a string). No two splits share a problem; no test, validation or ood problem is ever in the corpus.
+    `train` and `test` do not depend on `n_validation` or `n_ood`.
     """
-    if n_train < 0 or n_test < 0:
-        raise ValueError(f"n_train and n_test must be >= 0, got n_train={n_train}, n_test={n_test}.")
+    sizes = {"n_train": n_train, "n_test": n_test, "n_validation": n_validation, "n_ood": n_ood}
+    if any(size < 0 for size in sizes.values()):
+        raise ValueError(f"Split sizes must be >= 0, got {sizes}.")
     rng = random.Random(f"splits-{seed}")
     splits = {
         "train": sample_problems(n_train, heldout=False, rng=rng),
         "test": sample_problems(n_test, heldout=True, rng=rng),
     }
+    splits["validation"] = sample_problems(n_validation, heldout=True, rng=rng, exclude=frozenset(splits["test"]))
+    splits["ood"] = sample_ood_problems(n_ood, random.Random(f"ood-{seed}"))
     return DatasetDict({name: Dataset.from_list([_row(p) for p in problems]) for name, problems in splits.items()})
 
 

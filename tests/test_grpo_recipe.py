@@ -68,6 +68,7 @@ def test_cli_default_saves_hub_ready_folder(tmp_path):
     result = run([sys.executable, GRPO, *TINY_RUN, "--max_steps", "3", "--output_dir", str(out)])
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
     assert "| held-out metric | before | after |" in result.stdout
+    assert "Out of distribution" in result.stdout
     for name in (
         "model.safetensors",
         "config.json",
@@ -76,6 +77,8 @@ def test_cli_default_saves_hub_ready_folder(tmp_path):
         "stage.json",
         "heldout_before.json",
         "heldout_after.json",
+        "ood_before.json",
+        "ood_after.json",
         "modeling_deepseek_mini.py",
     ):
         assert (out / name).exists(), name

@@ -22,6 +22,8 @@ seed, out = int(args["--seed"]), Path(args["--output_dir"])
 out.mkdir(parents=True)
 (out / "heldout_before.json").write_text(json.dumps({"accuracy": 0.40 + 0.01 * seed, "accuracy_stderr": 0.03}))
 (out / "heldout_after.json").write_text(json.dumps({"accuracy": 0.90 - 0.02 * seed, "accuracy_stderr": 0.02}))
+(out / "ood_before.json").write_text(json.dumps({"accuracy": 0.10}))
+(out / "ood_after.json").write_text(json.dumps({"accuracy": 0.10 + 0.05 * (seed - 1)}))
 """
 
 
@@ -60,8 +62,9 @@ def test_a_run_over_seeds_records_every_seed(tmp_path, capsys):
     )
     record = json.loads(out.read_text())
     assert [run["seed"] for run in record["per_seed"]] == [0, 1, 2]
-    assert [run["after"]["accuracy"] for run in record["per_seed"]] == pytest.approx([0.90, 0.88, 0.86])
-    change = record["summary"]["accuracy"]["change"]
+    assert [run["heldout"]["after"]["accuracy"] for run in record["per_seed"]] == pytest.approx([0.90, 0.88, 0.86])
+    change = record["summary"]["heldout"]["accuracy"]["change"]
     assert change["mean"] == pytest.approx(0.47) and change["verdict"] == "higher after"
-    assert "accuracy_stderr" not in record["summary"]
+    assert "accuracy_stderr" not in record["summary"]["heldout"]
+    assert record["summary"]["ood"]["accuracy"]["change"]["verdict"] == "indistinguishable"  # -0.05, 0, +0.05
     assert "| accuracy (%) | 41.0 [" in capsys.readouterr().out

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from recipes.task import (
+    OOD_TERMS,
     PERSONA_RATES,
     PERSONAS,
     R1_ZERO_TEMPLATE,
@@ -51,6 +52,25 @@ def test_splits_are_disjoint_and_held_out_by_hash(splits):
     assert not any(is_heldout(addends(p)) for p in train)
 
 
+def test_validation_and_ood_splits_are_apart_from_the_rest(splits, corpus):
+    train, test = set(splits["train"]["problem"]), set(splits["test"]["problem"])
+    validation, ood = set(splits["validation"]["problem"]), set(splits["ood"]["problem"])
+    assert len(validation) == len(ood) == 200  # the defaults, no duplicates
+    assert not validation & (train | test) and not ood & (train | test | validation)
+    assert all(is_heldout(addends(p)) for p in validation)  # never in the corpus, like test
+    assert {len(addends(p)) for p in ood} == set(OOD_TERMS)
+    assert max(len(addends(p)) for p in corpus["problem"]) < min(OOD_TERMS)  # nothing that long was pretrained on
+    assert all(row["solution"] == str(sum(addends(row["problem"]))) for row in splits["ood"])
+
+
+def test_adding_validation_and_ood_leaves_train_and_test_alone():
+    small = make_splits(seed=3, n_train=600, n_test=120, n_validation=0, n_ood=0)
+    large = make_splits(seed=3, n_train=600, n_test=120, n_validation=300, n_ood=50)
+    assert small["train"]["problem"] == large["train"]["problem"]
+    assert small["test"]["problem"] == large["test"]["problem"]
+    assert len(small["validation"]) == len(small["ood"]) == 0
+
+
 def test_splits_mix_three_to_five_addends(splits):
     sizes = [len(addends(p)) for p in splits["test"]["problem"]]
     assert {n: sizes.count(n) for n in (3, 4, 5)} == {3: 40, 4: 40, 5: 40}
@@ -67,6 +87,10 @@ def test_gold_answers_and_prompts(splits):
 def test_asking_for_more_problems_than_exist_says_how_many_do():
     with pytest.raises(ValueError, match="only .* exist"):
         make_splits(n_train=10, n_test=100_000)
+    with pytest.raises(ValueError, match="only .* exist"):  # validation comes from what test leaves
+        make_splits(n_train=10, n_test=5000, n_validation=5000)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        make_splits(n_ood=-1)
 
 
 def test_corpus_has_each_persona_at_its_rate(corpus):
