@@ -10,6 +10,11 @@ every evaluation and metric, over the n seeds: the mean, the standard deviation 
 mean ± t(0.975, n-1) · s / sqrt(n); for the change (after - before, paired by seed) the same. A change is called
 an improvement or a drop only when its interval excludes zero; otherwise the two are indistinguishable.
 The per-seed values, the command and the interval go to `--out` (JSON); a Markdown table is printed.
+
+Two arms (two such JSON files over the same seeds, e.g. two learning rates) are compared by the interval of their
+difference after training, paired by seed; one is better only when that interval excludes zero:
+
+    python benchmarks/seeds.py --compare docs/results/a.json docs/results/b.json
 """
 
 import argparse
@@ -107,13 +112,44 @@ def table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def compare(a: dict, b: dict) -> dict:
+    """{evaluation: {metric: interval of (b - a) after training, paired by seed, with its verdict}}."""
+    seeds_a, seeds_b = [run["seed"] for run in a["per_seed"]], [run["seed"] for run in b["per_seed"]]
+    if seeds_a != seeds_b:
+        raise SystemExit(f"The arms ran different seeds ({seeds_a} vs {seeds_b}): pair them by running the same.")
+    result = {}
+    for evaluation in (e for e in EVALUATIONS if e in a["summary"] and e in b["summary"]):
+        result[evaluation] = {}
+        for name in a["summary"][evaluation]:
+            differences = [
+                run_b[evaluation]["after"][name] - run_a[evaluation]["after"][name]
+                for run_a, run_b in zip(a["per_seed"], b["per_seed"])
+            ]
+            stats = interval(differences)
+            said = verdict(stats)
+            stats["verdict"] = {"higher after": "B higher", "lower after": "B lower"}.get(said, said)
+            result[evaluation][name] = stats
+    return result
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+")
     parser.add_argument("--runs", type=Path, default=Path("outputs/seeds"), help="Parent of the seeds' output dirs.")
-    parser.add_argument("--out", type=Path, required=True, help="JSON file for the per-seed values and the summary.")
+    parser.add_argument("--out", type=Path, help="JSON file for the per-seed values and the summary.")
+    parser.add_argument("--compare", type=Path, nargs=2, metavar=("A", "B"), help="Two result files: B - A.")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="The training command, after `--`.")
     args = parser.parse_args(argv)
+    if args.compare:
+        a, b = (json.loads(path.read_text()) for path in args.compare)
+        for evaluation, metrics in compare(a, b).items():
+            print(f"\n{evaluation}: {args.compare[1].name} - {args.compare[0].name}, after training, paired by seed")
+            for name, stats in metrics.items():
+                share = 100 if name != "mean_completion_tokens" else 1
+                print(f"  {name}: {shown(stats, share == 100, True)} {stats['verdict']}")
+        return
+    if not args.seeds or not args.out:
+        parser.error("--seeds and --out are required to run (or give --compare A B)")
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the training command after `--`, e.g. -- accelerate launch recipes/grpo.py")

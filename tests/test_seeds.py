@@ -68,3 +68,21 @@ def test_a_run_over_seeds_records_every_seed(tmp_path, capsys):
     assert "accuracy_stderr" not in record["summary"]["heldout"]
     assert record["summary"]["ood"]["accuracy"]["change"]["verdict"] == "indistinguishable"  # -0.05, 0, +0.05
     assert "| accuracy (%) | 41.0 [" in capsys.readouterr().out
+
+
+def test_two_arms_are_compared_by_the_interval_of_their_difference(tmp_path, capsys):
+    def arm(after):
+        runs = [{"seed": s, "heldout": {"before": {"accuracy": 0.4}, "after": {"accuracy": a}}} for s, a in after]
+        return {"per_seed": runs, "summary": seeds.summarise(runs)}
+
+    a = arm([(0, 0.80), (1, 0.82), (2, 0.81)])
+    better, same = arm([(0, 0.90), (1, 0.91), (2, 0.93)]), arm([(0, 0.85), (1, 0.78), (2, 0.81)])
+    assert seeds.compare(a, better)["heldout"]["accuracy"]["verdict"] == "B higher"
+    assert seeds.compare(a, same)["heldout"]["accuracy"]["verdict"] == "indistinguishable"
+    with pytest.raises(SystemExit, match="different seeds"):
+        seeds.compare(a, arm([(5, 0.9), (6, 0.9), (7, 0.9)]))
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, record in zip(paths, (a, better)):
+        path.write_text(json.dumps(record))
+    seeds.main(["--compare", *map(str, paths)])
+    assert "accuracy: 10.3 [" in capsys.readouterr().out
