@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -159,7 +160,7 @@ def main(argv=None):
     summary = summarise(per_seed)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     record = {
-        "command": " ".join(["python benchmarks/seeds.py", "--seeds", *map(str, args.seeds), "--", *command]),
+        "command": shlex.join(["python", "benchmarks/seeds.py", "--seeds", *map(str, args.seeds), "--", *command]),
         "commit": commit,
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "interval": "95% t-interval of the mean over seeds; change = after - before, paired by seed",
