@@ -132,11 +132,6 @@ def entry_point_def(problem: dict) -> ast.FunctionDef:
     return node
 
 
-def available_isolations() -> dict[str, str | None]:
-    """{isolation: None if usable here, else why not}, as the sandbox reports it."""
-    return sandbox.available_isolations()
-
-
 def make_reward(isolation: str, workers: int, timeout_s: float):
     """The `code` reward on `isolation` (call `.sandbox.close()` when done)."""
     return get_reward_func("code", isolation=isolation, max_workers=workers, timeout_s=timeout_s)
@@ -242,7 +237,7 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=10.0, help="wall-time limit of one run, seconds")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    usable = available_isolations()
+    usable = sandbox.available_isolations()
     skipped = {name: reason for name, reason in usable.items() if reason is not None}
     isolations = args.isolation or [name for name, reason in usable.items() if reason is None]
     problems, results = load_problems(), {}

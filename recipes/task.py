@@ -130,7 +130,9 @@ def sample_problems(
 
     There are only 729 sums of three addends, so a large `n` takes all of them and more of the longer sums.
     """
-    pools = {k: [p for p in pool if p not in exclude] for k, pool in all_problems(heldout).items()}
+    pools = all_problems(heldout)
+    if exclude:
+        pools = {k: [p for p in pool if p not in exclude] for k, pool in pools.items()}
     capacity = sum(len(pool) for pool in pools.values())
     if n > capacity:
         split = "held-out" if heldout else "training"

@@ -276,11 +276,12 @@ def run_program(code: str, stdin: str, config: SandboxConfig, isolation: str) ->
         (staging / "stdin").write_text(stdin, encoding="utf-8", errors="surrogatepass")
         (staging / "stdin").chmod(0o400)  # fd 0 cannot be reopened for writing through /proc/self/fd/0
         workdir = str(staging / "work") if isolation == "audit" else WORKDIR
+        view = interpreter_view(config.python)
         status_read, status_write = os.pipe()
         settings = {
             "backend": isolation,
-            "python": interpreter_view(config.python)["executable"],
-            "view": interpreter_view(config.python),
+            "python": view["executable"],
+            "view": view,
             "bwrap": shutil.which("bwrap") or "",
             "program": str(staging / "main.py"),
             "root": str(staging / "root"),

@@ -47,18 +47,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sandbox_backends import backend_params
 
 from rewards import get_reward_func
-from rewards.sandbox import available_isolations
 
 PROJECT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 2.0  # per case; the attacks bound their own searches to about 1.5 s
 MEMORY_MB = 256
-AVAILABLE = available_isolations(sys.executable)
-BACKENDS = [
-    pytest.param(name, marks=pytest.mark.skipif(reason is not None, reason=f"{name} is unavailable here: {reason}"))
-    for name, reason in AVAILABLE.items()
-]
+BACKENDS = backend_params()
 ELAPSED: dict[str, float] = {}  # backend -> seconds its tests took
 
 

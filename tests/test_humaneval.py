@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from sandbox_backends import backend_params
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "humaneval.py"
 
@@ -18,7 +19,6 @@ def load_benchmark():
 
 
 humaneval = load_benchmark()
-ISOLATIONS = humaneval.available_isolations()  # {name: None if usable here, else why not}
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +26,8 @@ def problems():
     return humaneval.load_problems()
 
 
-@pytest.fixture(scope="module", params=sorted(ISOLATIONS))
+@pytest.fixture(scope="module", params=backend_params())
 def reward(request):
-    reason = ISOLATIONS[request.param]
-    if reason is not None:
-        pytest.skip(f"isolation {request.param!r} is unavailable here: {reason}")
     reward = humaneval.make_reward(request.param, workers=2, timeout_s=5.0)
     yield reward
     reward.sandbox.close()

@@ -15,27 +15,15 @@ import time
 import uuid
 
 import pytest
+from sandbox_backends import KERNEL, backend_params
 
 from rewards import SandboxConfig, get_reward_func
-from rewards.sandbox import Sandbox, available_isolations
+from rewards.sandbox import Sandbox
 
 TIMEOUT_S = 3.0
 MEMORY_MB = 128  # small enough that the memory bomb hits RLIMIT_AS within a fraction of the timeout
-# `bubblewrap` needs the bwrap tool, `namespaces` unprivileged user namespaces, which some kernels and container
-# runtimes switch off (sysctl kernel.unprivileged_userns_clone=0, AppArmor, seccomp profiles). A backend that does
-# not work here is skipped, saying why (`isolation="auto"` then fails closed: it never falls back to `audit`, which
-# runs only when named, and always runs here).
-AVAILABLE = available_isolations(SandboxConfig().python)
-KERNEL = ("bubblewrap", "namespaces")  # the backends with a private root, PID namespace and supervisor
-
-
-def backend(name: str):
-    reason = AVAILABLE[name]
-    return pytest.param(name, marks=pytest.mark.skipif(reason is not None, reason=f"{name} is unavailable: {reason}"))
-
-
-MODES = [backend(name) for name in (*KERNEL, "audit")]
-KERNEL_MODES = [backend(name) for name in KERNEL]
+MODES = backend_params()
+KERNEL_MODES = backend_params(KERNEL)
 
 
 @pytest.fixture(scope="module", params=MODES)

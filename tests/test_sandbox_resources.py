@@ -3,12 +3,12 @@
 import json
 
 import pytest
+from sandbox_backends import AVAILABLE, KERNEL, backend_params
 
 from rewards import SandboxConfig
-from rewards.sandbox import BACKENDS, Sandbox, available_isolations
+from rewards.sandbox import Sandbox
 
-USABLE = available_isolations()
-REAL = [pytest.param(b, marks=pytest.mark.skipif(USABLE[b] is not None, reason=str(USABLE[b]))) for b in BACKENDS]
+REAL = backend_params(KERNEL)
 
 # Four children, each holding 100 MB of touched memory: 400 MB across the run, each process well under RLIMIT_AS.
 FOUR_CHILDREN = """
@@ -51,7 +51,7 @@ def test_tmpfs_files_count_as_the_runs_memory(isolation):
 def test_the_pool_runs_only_what_its_memory_allows():
     """pool_memory_mb // memory_mb runs at once, whatever max_workers says: measured from the runs' own clocks."""
     program = "import time, json\nstart = time.time()\ntime.sleep(0.6)\nprint(json.dumps([start, time.time()]))"
-    first_usable = next(name for name, why_not in USABLE.items() if why_not is None)
+    first_usable = next(name for name, why_not in AVAILABLE.items() if why_not is None)
     config = SandboxConfig(timeout_s=10, memory_mb=256, isolation=first_usable)
     with Sandbox(config, max_workers=4, pool_memory_mb=512) as sandbox:
         assert sandbox.concurrent_runs == 2
