@@ -54,6 +54,7 @@ from rewards import get_reward_func
 PROJECT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 2.0  # per case; the attacks bound their own searches to about 1.5 s
 MEMORY_MB = 256
+TRAINER = "import time\nprint('ready', flush=True)\nwhile True:\n    time.sleep(1)"  # the decoy trainer's program
 BACKENDS = backend_params()
 ELAPSED: dict[str, float] = {}  # backend -> seconds its tests took
 
@@ -140,17 +141,16 @@ class Host:
     def start_trainer(self):
         """A stand-in for the trainer: HF_TOKEN in its environment and on its command line."""
         self.trainer = subprocess.Popen(
-            [sys.executable, "-c", "import time\nwhile True:\n    time.sleep(1)", f"--hub-token={self.hf_token}"],
+            [sys.executable, "-c", TRAINER, f"--hub-token={self.hf_token}"],
             env={**os.environ, "HF_TOKEN": self.hf_token},
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        pid = self.trainer.pid
+        assert self.trainer.stdout.readline() == b"ready\n"  # started: its state no longer moves with start-up I/O
         self.trainer_state = self.observe_trainer()
-        assert self.trainer_state["state"] in "RS", self.trainer_state
-        assert pid == self.trainer.pid
+        assert self.trainer_state["state"] == "alive", self.trainer_state
 
     def observe_trainer(self) -> dict:
         pid = self.trainer.pid
@@ -158,7 +158,7 @@ class Host:
             state = f.read().rsplit(")", 1)[1].split()[0]
         limits = {name: resource.prlimit(pid, getattr(resource, name)) for name in ("RLIMIT_NOFILE", "RLIMIT_CPU")}
         return {
-            "state": "S" if state == "R" else state,
+            "state": "alive" if state in "RSD" else state,  # running or sleeping; T (stopped) and Z (dead) are not
             "priority": os.getpriority(os.PRIO_PROCESS, pid),
             "affinity": os.sched_getaffinity(pid),
             "limits": limits,
@@ -168,6 +168,7 @@ class Host:
         with contextlib.suppress(ProcessLookupError):
             self.trainer.kill()
         self.trainer.wait()
+        self.trainer.stdout.close()
         for listener in (self.tcp, self.udp, self.unix, self.abstract):
             listener.close()
 
