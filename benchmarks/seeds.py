@@ -15,6 +15,12 @@ Two arms (two such JSON files over the same seeds, e.g. two learning rates) are 
 difference after training, paired by seed; one is better only when that interval excludes zero:
 
     python benchmarks/seeds.py --compare docs/results/a.json docs/results/b.json
+
+The R1 pipeline runs the same way (`-- python recipes/pipeline.py`): its `results.json` has one row per stage, and
+each stage's metrics (test, and `ood_` out of distribution) get their interval over seeds. Two stages, of one file
+or of two, are compared as `FILE:STAGE` arms:
+
+    python benchmarks/seeds.py --compare docs/results/pipeline.json:r1_zero docs/results/pipeline.json:all_scenario_rl
 """
 
 import argparse
@@ -59,11 +65,16 @@ EVALUATIONS = ("heldout", "ood")
 
 
 def run_seed(command: list[str], seed: int, runs: Path) -> dict:
-    """{"seed", "seconds", evaluation: {"before": metrics, "after": metrics}} for the evaluations the run wrote."""
+    """{"seed", "seconds", evaluation: {"before": metrics, "after": metrics}} for the evaluations a training run
+    wrote, or {"seed", "seconds", "stages": {stage: metrics}} for a pipeline's `results.json`."""
     output_dir = runs / f"seed-{seed}"
     start = time.monotonic()
     subprocess.run([*command, "--seed", str(seed), "--output_dir", str(output_dir)], check=True)
     record = {"seed": seed, "seconds": round(time.monotonic() - start, 1)}
+    if (output_dir / "results.json").exists():
+        rows = json.loads((output_dir / "results.json").read_text())
+        record["stages"] = {row["stage"]: numeric(row) for row in rows if "accuracy" in row}
+        return record
     for evaluation in EVALUATIONS:
         if (output_dir / f"{evaluation}_after.json").exists():
             record[evaluation] = {
@@ -72,8 +83,29 @@ def run_seed(command: list[str], seed: int, runs: Path) -> dict:
     return record
 
 
+def numeric(row: dict) -> dict:
+    """A pipeline row's metrics: the numbers, without standard errors (the interval over seeds replaces them)."""
+    return {
+        key: value
+        for key, value in row.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not key.endswith("_stderr")
+    }
+
+
+def summarise_stages(per_seed: list[dict]) -> dict:
+    """{stage: {metric: interval}} over the seeds, for the metrics every seed measured (NaN: could not judge)."""
+    summary = {}
+    for stage in per_seed[0]["stages"]:
+        runs = [run["stages"].get(stage, {}) for run in per_seed]
+        names = [n for n in runs[0] if all(n in run and not math.isnan(run[n]) for run in runs)]
+        summary[stage] = {name: interval([run[name] for run in runs]) for name in names}
+    return summary
+
+
 def summarise(per_seed: list[dict]) -> dict:
-    """{evaluation: {metric: {"before", "after", "change"}}} over the seeds."""
+    """{evaluation: {metric: {"before", "after", "change"}}} over the seeds; for a pipeline {"stages": ...}."""
+    if all("stages" in run for run in per_seed):
+        return {"stages": summarise_stages(per_seed)}
     summary = {}
     for evaluation in (e for e in EVALUATIONS if all(e in run for run in per_seed)):
         runs = [run[evaluation] for run in per_seed]
@@ -113,24 +145,64 @@ def table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def compare(a: dict, b: dict) -> dict:
-    """{evaluation: {metric: interval of (b - a) after training, paired by seed, with its verdict}}."""
+def stages_table(summary: dict) -> str:
+    """One row per pipeline stage, one column per metric the stages share: mean [95% CI] over seeds."""
+    names = [n for n in next(iter(summary.values())) if all(n in metrics for metrics in summary.values())]
+    lines = [
+        "| stage (mean [95% CI] over seeds) | " + " | ".join(names) + " |",
+        "| --- |" + " ---: |" * len(names),
+    ]
+    for stage, metrics in summary.items():
+        cells = [shown(metrics[n], "mean_completion_tokens" not in n, False) for n in names]
+        lines.append(f"| {stage} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def arm_values(record: dict, stage: str | None) -> list[dict]:
+    """An arm's metrics after training, one flat dict per seed (out-of-distribution ones prefixed `ood_`): a
+    training run's `after` measurements, or one stage of a pipeline."""
+    if stage is not None:
+        missing = [run["seed"] for run in record["per_seed"] if stage not in run.get("stages", {})]
+        if missing:
+            raise SystemExit(f"No stage {stage!r} in the pipeline results of seeds {missing}.")
+        return [run["stages"][stage] for run in record["per_seed"]]
+    if any("stages" in run for run in record["per_seed"]):
+        raise SystemExit("A pipeline's results hold several stages: name one as FILE:STAGE.")
+    return [
+        {
+            ("" if evaluation == "heldout" else f"{evaluation}_") + name: value
+            for evaluation in EVALUATIONS
+            if evaluation in run
+            for name, value in run[evaluation]["after"].items()
+            if not name.endswith("_stderr")
+        }
+        for run in record["per_seed"]
+    ]
+
+
+def compare(a: dict, b: dict, stage_a: str | None = None, stage_b: str | None = None) -> dict:
+    """{metric: interval of (b - a) after training, paired by seed, with its verdict}; `stage_*` picks a pipeline
+    stage."""
     seeds_a, seeds_b = [run["seed"] for run in a["per_seed"]], [run["seed"] for run in b["per_seed"]]
     if seeds_a != seeds_b:
         raise SystemExit(f"The arms ran different seeds ({seeds_a} vs {seeds_b}): pair them by running the same.")
+    values_a, values_b = arm_values(a, stage_a), arm_values(b, stage_b)
     result = {}
-    for evaluation in (e for e in EVALUATIONS if e in a["summary"] and e in b["summary"]):
-        result[evaluation] = {}
-        for name in a["summary"][evaluation]:
-            differences = [
-                run_b[evaluation]["after"][name] - run_a[evaluation]["after"][name]
-                for run_a, run_b in zip(a["per_seed"], b["per_seed"])
-            ]
-            stats = interval(differences)
-            said = verdict(stats)
-            stats["verdict"] = {"higher after": "B higher", "lower after": "B lower"}.get(said, said)
-            result[evaluation][name] = stats
+    for name in (n for n in values_a[0] if all(n in run for run in values_a + values_b)):
+        differences = [run_b[name] - run_a[name] for run_a, run_b in zip(values_a, values_b)]
+        if any(math.isnan(d) for d in differences):
+            continue  # a metric that could not judge in some seed (e.g. language with no reasoning words)
+        stats = interval(differences)
+        said = verdict(stats)
+        stats["verdict"] = {"higher after": "B higher", "lower after": "B lower"}.get(said, said)
+        result[name] = stats
     return result
+
+
+def read_arm(spec: str) -> tuple[dict, str | None]:
+    """`FILE` or `FILE:STAGE` -> (the results file's record, the stage or None)."""
+    path, _, stage = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
+    return json.loads(Path(path).read_text()), stage or None
 
 
 def main(argv=None):
@@ -138,16 +210,16 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+")
     parser.add_argument("--runs", type=Path, default=Path("outputs/seeds"), help="Parent of the seeds' output dirs.")
     parser.add_argument("--out", type=Path, help="JSON file for the per-seed values and the summary.")
-    parser.add_argument("--compare", type=Path, nargs=2, metavar=("A", "B"), help="Two result files: B - A.")
+    parser.add_argument(
+        "--compare", nargs=2, metavar=("A", "B"), help="Two result files (FILE, or FILE:STAGE for a pipeline): B - A."
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="The training command, after `--`.")
     args = parser.parse_args(argv)
     if args.compare:
-        a, b = (json.loads(path.read_text()) for path in args.compare)
-        for evaluation, metrics in compare(a, b).items():
-            print(f"\n{evaluation}: {args.compare[1].name} - {args.compare[0].name}, after training, paired by seed")
-            for name, stats in metrics.items():
-                share = 100 if name != "mean_completion_tokens" else 1
-                print(f"  {name}: {shown(stats, share == 100, True)} {stats['verdict']}")
+        (a, stage_a), (b, stage_b) = (read_arm(spec) for spec in args.compare)
+        print(f"{args.compare[1]} - {args.compare[0]}, after training, paired by seed (mean [95% CI]):")
+        for name, stats in compare(a, b, stage_a, stage_b).items():
+            print(f"  {name}: {shown(stats, 'mean_completion_tokens' not in name, True)} {stats['verdict']}")
         return
     if not args.seeds or not args.out:
         parser.error("--seeds and --out are required to run (or give --compare A B)")
@@ -169,6 +241,9 @@ def main(argv=None):
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
+    if "stages" in summary:
+        print(stages_table(summary["stages"]))
+        return
     for evaluation, metrics in summary.items():
         print(f"\n{evaluation}:\n{table(metrics)}")
 

@@ -1,6 +1,6 @@
 """Held-out evaluation: the signals DeepSeek-R1 reads off its RL runs, measured on a test split.
 
-    metrics = evaluate_heldout(model, tokenizer, dataset["test"], max_new_tokens=128, greedy=True)
+    metrics = evaluate_protocols(model, tokenizer, dataset["test"], max_new_tokens=128, r1_samples=4)
     print(format_comparison_table(before, metrics))
 
 For each held-out problem the model writes one completion, or `samples_per_problem` sampled ones (batched,
@@ -16,6 +16,9 @@ left-padded `generate`); the completions are scored with the project's reward fu
   reasoning has words (an empty or missing `<think>` block says nothing about language mixing);
 - `reflection_rate`: share that contains a self-checking phrase ("wait", "let me check", ...);
 - `mean_completion_tokens`: mean number of generated tokens, the final end-of-sequence token included.
+
+`evaluate_protocols` reports both of the field's protocols: the metrics above under greedy decoding, and `pass@1`
+under DeepSeek-R1's (k samples per problem at temperature 0.6, top-p 0.95).
 """
 
 import math
@@ -29,8 +32,20 @@ import rewards
 DEFAULT_REFLECTION_PHRASES = ("wait", "let me check", "verify", "double-check", "re-check", "recheck")
 """Phrases that mark a completion as self-checking (matched case-insensitively, as whole words)."""
 
-SHARE_METRICS = ("accuracy", "format_compliance", "correct_and_well_formed", "language_consistency", "reflection_rate")
+SHARE_METRICS = (
+    "accuracy",
+    "pass@1",
+    "format_compliance",
+    "correct_and_well_formed",
+    "language_consistency",
+    "reflection_rate",
+)
 """The metrics that are shares in [0, 1]; `mean_completion_tokens` is a count."""
+
+
+def is_share(name: str) -> bool:
+    """Whether the metric `name` is a share, also when prefixed by its split (`ood_accuracy`)."""
+    return name.removeprefix("ood_") in SHARE_METRICS
 
 
 def is_reflective(text: str, phrases: Sequence[str] = DEFAULT_REFLECTION_PHRASES) -> bool:
@@ -114,23 +129,27 @@ def generate_completions(
     max_new_tokens: int,
     greedy: bool = True,
     temperature: float = 1.0,
+    top_p: float = 1.0,
     batch_size: int = 64,
     seed: int | None = 0,
 ) -> tuple[list[str], list[int]]:
     """One completion per prompt: (texts decoded without special tokens, number of generated tokens each).
 
-    Prompts are left-padded in batches. Sampling uses plain temperature sampling (no top-k, no top-p), seeded by
+    Prompts are left-padded in batches. Sampling is at `temperature` from the nucleus `top_p` (no top-k), seeded by
     `seed` without touching the caller's random state.
     """
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens} and {batch_size}.")
-    if not greedy and temperature <= 0:
-        raise ValueError(f"Sampling needs temperature > 0, got {temperature}; use greedy=True for argmax decoding.")
+    if not greedy and (temperature <= 0 or not 0 < top_p <= 1):
+        raise ValueError(
+            f"Sampling needs temperature > 0 and 0 < top_p <= 1, got {temperature} and {top_p}; use greedy=True "
+            "for argmax decoding."
+        )
     if tokenizer.pad_token_id is None:
         raise ValueError("The tokenizer has no pad token, which batched generation needs: set `tokenizer.pad_token`.")
     texts = render_prompts(tokenizer, prompts)
     sampling = (
-        {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": top_p}
     )
     was_training = model.training
     model.eval()
@@ -171,6 +190,7 @@ def evaluate_heldout(
     max_new_tokens: int = 128,
     greedy: bool = True,
     temperature: float = 1.0,
+    top_p: float = 1.0,
     samples_per_problem: int = 1,
     batch_size: int = 64,
     seed: int | None = 0,
@@ -200,6 +220,7 @@ def evaluate_heldout(
         max_new_tokens=max_new_tokens,
         greedy=greedy,
         temperature=temperature,
+        top_p=top_p,
         batch_size=batch_size,
         seed=seed,
     )
@@ -214,6 +235,46 @@ def evaluate_heldout(
     )
 
 
+R1_SAMPLING = {"temperature": 0.6, "top_p": 0.95}
+"""DeepSeek-R1's evaluation sampling (paper, section 3.1): k samples per problem at these settings, pass@1 reported."""
+
+
+def evaluate_protocols(
+    model,
+    tokenizer,
+    dataset,
+    *,
+    max_new_tokens: int = 128,
+    r1_samples: int = 4,
+    batch_size: int = 64,
+    seed: int | None = 0,
+    reflection_phrases: Sequence[str] = DEFAULT_REFLECTION_PHRASES,
+    language: str = "en",
+) -> dict[str, float]:
+    """Both evaluation protocols: R1's metrics under greedy decoding, and `pass@1` (with `pass@1_stderr`) under R1's
+    protocol, `r1_samples` completions per problem sampled with `R1_SAMPLING`; `r1_samples=0` measures greedy only.
+
+    pass@1 is the share of correct samples, averaged over samples and problems: what a user who samples as R1 does
+    gets; greedy is the model's most likely answer. The two differ most when the model is unsure.
+    """
+    if r1_samples < 0:
+        raise ValueError(f"r1_samples must be >= 0 (0: greedy only), got {r1_samples}.")
+    shared = {
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "seed": seed,
+        "reflection_phrases": reflection_phrases,
+        "language": language,
+    }
+    metrics = evaluate_heldout(model, tokenizer, dataset, greedy=True, **shared)
+    if r1_samples:
+        sampled = evaluate_heldout(
+            model, tokenizer, dataset, greedy=False, samples_per_problem=r1_samples, **R1_SAMPLING, **shared
+        )
+        metrics |= {"pass@1": sampled["accuracy"], "pass@1_stderr": sampled["accuracy_stderr"]}
+    return metrics
+
+
 def format_metric(metrics: dict, name: str) -> str:
     """One metric for a table: shares in percent (with `± stderr` where `<name>_stderr` is known), counts as they are,
     n/a where the metric could not judge (e.g. language consistency when no completion reasoned in words)."""
@@ -222,7 +283,7 @@ def format_metric(metrics: dict, name: str) -> str:
         return ""
     if math.isnan(value):
         return "n/a"
-    if name not in SHARE_METRICS:
+    if not is_share(name):
         return f"{value:.1f}"
     stderr = metrics.get(f"{name}_stderr")
     return f"{100 * value:.1f}%" + ("" if stderr is None or math.isnan(stderr) else f" ± {100 * stderr:.1f}")
@@ -237,7 +298,7 @@ def format_comparison_table(before: dict, after: dict) -> str:
     lines = ["| held-out metric | before | after | change |", "| --- | ---: | ---: | ---: |"]
     for name in (name for name in names if not name.endswith("_stderr")):
         old, new = before.get(name), after.get(name)
-        scale, unit = (100, "%") if name in SHARE_METRICS else (1, "")
+        scale, unit = (100, "%") if is_share(name) else (1, "")
         change = "" if old is None or new is None else f"{scale * (new - old):+.1f}" + (" pts" if unit else "")
         lines.append(f"| {name} | {format_metric(before, name)} | {format_metric(after, name)} | {change} |")
     return "\n".join(lines)

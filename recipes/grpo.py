@@ -29,7 +29,7 @@ from recipes.common import (
     parse_recipe_args,
     require_columns,
 )
-from recipes.evaluation import evaluate_heldout, format_comparison_table
+from recipes.evaluation import evaluate_protocols, format_comparison_table
 from recipes.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
 from recipes.plots import plot_training_curves
 from recipes.task import R1_ZERO_SYSTEM_PROMPT, R1_ZERO_TEMPLATE
@@ -118,7 +118,13 @@ class GRPOScriptArguments(ScriptArguments, PromptArguments):
         default="grpo",
         metadata={"help": "Name of this stage in the model card and stage.json (e.g. r1_zero, reasoning_rl)."},
     )
-    eval_greedy: bool = field(default=True, metadata={"help": "Greedy decoding for the table (else sampling at T=1)."})
+    eval_r1_samples: int = field(
+        default=4,
+        metadata={
+            "help": "Samples per problem for R1's protocol (T=0.6, top-p 0.95, pass@1), measured next to greedy "
+            "decoding; 0 for greedy only."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -164,13 +170,14 @@ EVALUATION_TITLES = {
 
 
 def heldout_metrics(model, tokenizer, dataset, script_args, training_args) -> dict:
-    """R1's signals on the held-out split (accuracy, format, language consistency, length, reflection rate)."""
-    return evaluate_heldout(
+    """R1's signals on the held-out split (accuracy, format, language consistency, length, reflection rate) under
+    greedy decoding, and pass@1 under R1's protocol."""
+    return evaluate_protocols(
         model,
         tokenizer,
         dataset.select(range(min(len(dataset), script_args.eval_max_samples))),
         max_new_tokens=training_args.max_completion_length,
-        greedy=script_args.eval_greedy,
+        r1_samples=script_args.eval_r1_samples,
         seed=training_args.seed,  # a run's sampling noise is part of its seed's outcome
         reflection_phrases=training_args.reflection_phrases,
     )

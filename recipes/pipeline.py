@@ -41,7 +41,7 @@ import logging
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 
@@ -51,7 +51,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from recipes import distill, general_data, grpo, rejection_sampling, reward_model, sft
 from recipes.common import BUILTIN_DATASET, CONFIGS_DIR, TINY_BASE, parse_recipe_args
-from recipes.evaluation import evaluate_heldout, format_metric
+from recipes.evaluation import evaluate_protocols, format_metric
 from recipes.plots import plot_stage_metrics
 from recipes.sft import SFTScriptArguments, load_heldout
 
@@ -62,7 +62,18 @@ DONE_MARKER = "_pipeline_done.json"  # "_*" files stay local when a folder is pu
 BASE = "base"
 REFERENCE = re.compile(r"\$\{(\w+)\}")
 
-TABLE_METRICS = ("accuracy", "format_compliance", "language_consistency", "mean_completion_tokens", "reflection_rate")
+TABLE_METRICS = (
+    "accuracy",
+    "pass@1",
+    "ood_accuracy",
+    "ood_pass@1",
+    "format_compliance",
+    "language_consistency",
+    "mean_completion_tokens",
+    "reflection_rate",
+)
+"""The table's columns: greedy accuracy and R1's pass@1 on test and out of distribution, then the test split's
+greedy format, language, length and reflection."""
 NOTE_METRICS = ("kept_reasoning", "general", "pairwise_accuracy")
 """Facts from `stage.json` shown in the table for stages that yield no policy (data, reward model)."""
 
@@ -150,22 +161,18 @@ class EvalSettings:
     builtin_seed: int = 0
     builtin_test_size: int = 100
     max_samples: int = 100
+    ood_split: str = "ood"  # measured too, its metrics prefixed `ood_` ('' for none; the built-in task has one)
     max_new_tokens: int = 128
-    greedy: bool = True  # else sampled at `temperature` (seeded)
-    temperature: float = 0.6  # DeepSeek-R1's evaluation temperature
-    samples_per_problem: int = 1  # sampled answers per problem; accuracy is pass@1 averaged over them
+    r1_samples: int = 4  # R1's protocol next to greedy: pass@1 over this many samples at T=0.6, top-p 0.95 (0: none)
     base_prompt_template: str = "r1_zero"  # the base model was pretrained on R1-Zero's plain-text template
 
     def __post_init__(self):
-        if self.samples_per_problem < 1 or (self.greedy and self.samples_per_problem > 1):
-            raise ValueError(
-                f"eval.samples_per_problem must be >= 1, and 1 with eval.greedy: true (greedy answers "
-                f"are all the same); got {self.samples_per_problem} with greedy {self.greedy}."
-            )
-        if not self.greedy and self.temperature <= 0:
-            raise ValueError(
-                f"eval.temperature must be > 0 when sampling, got {self.temperature}; or set eval.greedy: true."
-            )
+        if self.r1_samples < 0:
+            raise ValueError(f"eval.r1_samples must be >= 0 (0 measures greedy decoding only), got {self.r1_samples}.")
+
+    def splits(self) -> dict[str, str]:
+        """Metric prefix -> split: the test split unprefixed, the out-of-distribution one as `ood_`."""
+        return {"": self.dataset_test_split, **({"ood_": self.ood_split} if self.ood_split else {})}
 
 
 @dataclass
@@ -177,11 +184,19 @@ class PipelineConfig:
     base_model: str | None = None  # None: the shipped tiny base
     eval: EvalSettings = field(default_factory=EvalSettings)
     hub_prefix: str | None = None  # push every stage to `<hub_prefix>-<stage>`
+    seed: int = 0  # every stage's `--seed` and the measurement's sampling seed: one run of the pipeline per seed
     trust_remote_code: bool = False  # run a model folder's own code: one choice for every stage and measurement
 
     def __post_init__(self):
         self.stages = [s if isinstance(s, StageSpec) else StageSpec(**s) for s in self.stages]
-        self.eval = self.eval if isinstance(self.eval, EvalSettings) else EvalSettings(**self.eval)
+        if not isinstance(self.eval, EvalSettings):
+            unknown = sorted(set(self.eval) - {f.name for f in fields(EvalSettings)})
+            if unknown:
+                raise ValueError(
+                    f"eval has no setting {unknown}: choose among {[f.name for f in fields(EvalSettings)]} (every row "
+                    "is measured greedily and, with r1_samples, under R1's protocol)."
+                )
+            self.eval = EvalSettings(**self.eval)
         self.base_model = self.base_model or str(TINY_BASE)
         known = {BASE}
         for stage in self.stages:
@@ -193,11 +208,12 @@ class PipelineConfig:
                     f"Stage {stage.name!r} refers to ${{{unknown[0]}}}, which is not an earlier stage; "
                     f"it can use {sorted(known)}."
                 )
-            if "trust_remote_code" in stage.args:
-                raise ValueError(
-                    f"Stage {stage.name!r} sets trust_remote_code: set it once, at the top of the pipeline YAML or "
-                    "with --trust_remote_code, and every stage and measurement follows it."
-                )
+            for flag in ("trust_remote_code", "seed"):
+                if flag in stage.args:
+                    raise ValueError(
+                        f"Stage {stage.name!r} sets {flag}: set it once, at the top of the pipeline YAML or with "
+                        f"--{flag}, and every stage and measurement follows it."
+                    )
             known.add(stage.name)
 
 
@@ -244,11 +260,11 @@ def stage_dir(config: PipelineConfig, name: str) -> Path:
 
 def stage_argv(config: PipelineConfig, stage: StageSpec) -> list[str]:
     """The stage's command line: its YAML, its flags with `${stage}` references resolved, its output folder, the
-    pipeline's `trust_remote_code` and, with a `hub_prefix`, its Hub repo."""
+    pipeline's seed and `trust_remote_code` and, with a `hub_prefix`, its Hub repo."""
     folders = {BASE: config.base_model, **{s.name: str(stage_dir(config, s.name)) for s in config.stages}}
     argv = ["--config", str(resolve_config(stage.config))] if stage.config else []
     argv += [REFERENCE.sub(lambda m: folders[m.group(1)], flag) for flag in as_flags(stage.args)]
-    argv += ["--output_dir", str(stage_dir(config, stage.name))]
+    argv += ["--output_dir", str(stage_dir(config, stage.name)), "--seed", str(config.seed)]
     if RECIPES[stage.recipe].loads_models:
         argv += ["--trust_remote_code", str(config.trust_remote_code).lower()]
     hub_id_flag = RECIPES[stage.recipe].hub_id_flag
@@ -287,12 +303,12 @@ def run_stage(config: PipelineConfig, stage: StageSpec) -> None:
 # Held-out measurement and the table
 
 
-def heldout_problems(settings: EvalSettings, prompt_template: str):
-    """The held-out problems, with prompts built as `prompt_template` says (the SFT recipe's loader)."""
+def heldout_problems(settings: EvalSettings, split: str, prompt_template: str):
+    """The problems of `split`, with prompts built as `prompt_template` says (the SFT recipe's loader)."""
     return load_heldout(
         SFTScriptArguments(
             eval_dataset_name=settings.dataset_name,
-            dataset_test_split=settings.dataset_test_split,
+            dataset_test_split=split,
             builtin_seed=settings.builtin_seed,
             builtin_test_size=settings.builtin_test_size,
             eval_max_samples=settings.max_samples,
@@ -318,20 +334,23 @@ def load_policy(model_path: str, *, trust_remote_code: bool) -> tuple:
 
 
 def measure(config: PipelineConfig, name: str, model_path: str, prompt_template: str) -> dict:
-    """R1's held-out metrics of the model at `model_path`, cached in `eval_cache`."""
+    """R1's held-out metrics of the model at `model_path` on the test split and, prefixed `ood_`, out of
+    distribution (greedy, and pass@1 under R1's protocol), cached in `eval_cache`."""
     cache = eval_cache(config, name)
     if cache.exists():
         return json.loads(cache.read_text())
     tokenizer, model = load_policy(model_path, trust_remote_code=config.trust_remote_code)
-    metrics = evaluate_heldout(
-        model,
-        tokenizer,
-        heldout_problems(config.eval, prompt_template),
-        max_new_tokens=config.eval.max_new_tokens,
-        greedy=config.eval.greedy,
-        temperature=config.eval.temperature,
-        samples_per_problem=config.eval.samples_per_problem,
-    )
+    metrics = {}
+    for prefix, split in config.eval.splits().items():
+        measured = evaluate_protocols(
+            model,
+            tokenizer,
+            heldout_problems(config.eval, split, prompt_template),
+            max_new_tokens=config.eval.max_new_tokens,
+            r1_samples=config.eval.r1_samples,
+            seed=config.seed,
+        )
+        metrics |= {prefix + key: value for key, value in measured.items()}
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -421,6 +440,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--base_model", help="Override the YAML's base model (a folder or a Hub id).")
     parser.add_argument("--hub_prefix", help="Push every stage to '<hub_prefix>-<stage>' (e.g. me/deepseek-mini-tiny).")
     parser.add_argument(
+        "--seed", type=int, help="Every stage's seed and the measurement's (default: the YAML's, else 0)."
+    )
+    parser.add_argument(
         "--trust_remote_code",
         choices=["true", "false"],
         help="Run model folders' own code, in every stage and measurement (default: the YAML's, else false).",
@@ -434,6 +456,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             output_dir=args.output_dir,
             base_model=args.base_model,
             hub_prefix=args.hub_prefix,
+            seed=args.seed,
             trust_remote_code=trust,
         )
     )

@@ -35,7 +35,7 @@ from trl import TrlParser
 from modeling_deepseek_mini import DeepseekMiniConfig, DeepseekMiniForCausalLM, ExpertBiasUpdateCallback
 from recipes.common import CONFIGS_DIR, parse_recipe_args, write_stage_card
 from recipes.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
-from recipes.evaluation import evaluate_heldout
+from recipes.evaluation import evaluate_protocols
 from recipes.task import CHAT_TEMPLATE, PERSONA_RATES, REASONING_TAGS, make_corpus, make_drills, make_splits
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class PretrainScriptArguments:
         },
     )
     eval_heldout: bool = field(
-        default=True, metadata={"help": "Measure the saved model on the held-out split (greedy and sampled at T=1)."}
+        default=True, metadata={"help": "Measure the saved model on the test split (greedy, and R1's pass@1 at T=0.6)."}
     )
     eval_size: int = field(default=200, metadata={"help": "Held-out problems for that measurement."})
     eval_max_new_tokens: int = field(default=128, metadata={"help": "Generation budget per held-out completion."})
@@ -220,11 +220,7 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments)
     metrics = {}
     if script_args.eval_heldout:
         test = make_splits(seed=0, n_train=0, n_test=script_args.eval_size)["test"]
-        for name, greedy in (("greedy", True), ("sampled", False)):
-            result = evaluate_heldout(
-                model, tokenizer, test, max_new_tokens=script_args.eval_max_new_tokens, greedy=greedy
-            )
-            metrics |= {f"{name}/{key}": value for key, value in result.items()}
+        metrics = evaluate_protocols(model, tokenizer, test, max_new_tokens=script_args.eval_max_new_tokens)
         print("\n".join(f"{key}: {value:.4g}" for key, value in metrics.items()))
     with open(os.path.join(output_dir, "README.md"), "w") as f:
         f.write(

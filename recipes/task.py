@@ -1,8 +1,9 @@
 """The embedded default task: sums of small numbers, verifiable by rule, in DeepSeek-R1-Zero's template.
 
 A problem is "What is 7 + 5 + 9 + 3?" with three to five addends from 1 to 9; the gold answer is the integer sum.
-Problems are split once and for all by a hash of their text (`is_heldout`), so the held-out problems can never
-appear in a training split or in the pretraining corpus, whatever the seeds. `make_splits` draws four splits:
+Problems are split once and for all by a hash of their addends in sorted order (`is_heldout`), so neither a
+held-out problem nor any reordering of it can appear in a training split or in the pretraining corpus, whatever the
+seeds. `make_splits` draws four splits:
 `train` from the training partition; `test` and `validation` from the held-out partition, disjoint (choices such as
 learning rates are made on validation, never on test); and `ood`, out of distribution: six or seven addends
 (`OOD_TERMS`). No training or pretraining problem has more than five, so an `ood` problem needs one or two more
@@ -108,8 +109,9 @@ def make_prompt(problem: str) -> str:
 
 
 def is_heldout(numbers: Sequence[int]) -> bool:
-    """Whether a problem belongs to the held-out partition; fixed by a hash of its text, independent of any seed."""
-    digest = hashlib.sha256(problem_text(numbers).encode()).digest()
+    """Whether a problem belongs to the held-out partition; fixed by a hash of its addends in sorted order,
+    independent of any seed, so every reordering of a problem falls on the same side (7 + 5 + 9 with 9 + 7 + 5)."""
+    digest = hashlib.sha256(problem_text(sorted(numbers)).encode()).digest()
     return int.from_bytes(digest[:4], "big") % 1000 < HELDOUT_PER_MILLE
 
 

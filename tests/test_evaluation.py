@@ -7,6 +7,7 @@ import torch
 
 from recipes.evaluation import (
     evaluate_heldout,
+    evaluate_protocols,
     format_comparison_table,
     generate_completions,
     is_reflective,
@@ -147,6 +148,10 @@ def test_bad_arguments_say_what_to_change(tokenizer):
     model = ScriptedLM([], tokenizer.eos_token_id, tokenizer.pad_token_id)
     with pytest.raises(ValueError, match="temperature > 0"):
         generate_completions(model, tokenizer, ["x"], max_new_tokens=4, greedy=False, temperature=0.0)
+    with pytest.raises(ValueError, match="0 < top_p <= 1"):
+        generate_completions(model, tokenizer, ["x"], max_new_tokens=4, greedy=False, top_p=0.0)
+    with pytest.raises(ValueError, match="r1_samples must be >= 0"):
+        evaluate_protocols(model, tokenizer, make_splits(n_train=0, n_test=3)["test"], r1_samples=-1)
     with pytest.raises(ValueError, match="columns"):
         evaluate_heldout(model, tokenizer, make_splits(n_train=0, n_test=3)["test"].remove_columns("solution"))
 
@@ -175,3 +180,23 @@ def test_evaluate_heldout_answers_each_problem_k_times(tokenizer):
     assert metrics["accuracy_stderr"] >= 0.0
     with pytest.raises(ValueError, match="1 with greedy"):
         evaluate_heldout(model, tokenizer, test, greedy=True, samples_per_problem=2)
+
+
+def test_both_protocols_greedy_and_r1s_pass_at_1(tokenizer):
+    """Greedy metrics, then k samples per problem at R1's T=0.6, top-p 0.95 for pass@1; k=0 measures greedy only."""
+    test = make_splits(seed=0, n_train=0, n_test=6)["test"]
+    model = ScriptedLM(
+        tokenizer(CORRECT, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id, tokenizer.pad_token_id
+    )
+    metrics = evaluate_protocols(model, tokenizer, test, max_new_tokens=64, r1_samples=3, batch_size=64)
+    assert [(len(ids), sampling) for ids, _, sampling in model.batches] == [
+        (6, {"do_sample": False}),
+        (18, {"do_sample": True, "temperature": 0.6, "top_k": 0, "top_p": 0.95}),
+    ]
+    share_21 = test["solution"].count("21") / 6
+    assert metrics["accuracy"] == pytest.approx(share_21) and metrics["pass@1"] == pytest.approx(share_21)
+    assert metrics["pass@1_stderr"] >= 0.0 and metrics["format_compliance"] == 1.0
+    assert "| pass@1 |" in format_comparison_table(metrics, metrics)
+    model.batches.clear()
+    greedy_only = evaluate_protocols(model, tokenizer, test, max_new_tokens=64, r1_samples=0)
+    assert "pass@1" not in greedy_only and len(model.batches) == 1

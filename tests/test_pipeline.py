@@ -118,6 +118,10 @@ def test_stage_command_lines_resolve_references_and_hub_repos(tmp_path):
     assert params["recipes.scenario_reward:ScenarioReward"]["helpfulness_model"] == str(tmp_path / "reward_model")
     assert flag("distill_llama", "dataset_name") == str(tmp_path / "distill_qwen2" / "traces")
     assert flag("cold_start_sft", "output_dir") == str(tmp_path / "cold_start_sft")
+    assert {flag(name, "seed") for name in argv} == {"0"}  # one seed for every stage
+    seeded = load_config(DEFAULT_CONFIG, output_dir=str(tmp_path), seed=7)
+    assert all(stage_argv(seeded, stage).count("--seed") == 1 for stage in seeded.stages)
+    assert {stage_argv(seeded, s)[stage_argv(seeded, s).index("--seed") + 1] for s in seeded.stages} == {"7"}
     assert flag("rs_sft", "hub_model_id") == "me/r1-rs-sft" and flag("rs_sft", "push_to_hub") == "true"
     assert flag("rejection_sampling", "hub_dataset_id") == "me/r1-rejection-sampling"
     assert "--push_to_hub" not in argv["all_scenario_data"]
@@ -161,6 +165,7 @@ def test_the_pipeline_runs_no_folder_code_unless_trusted(tmp_path):
         ([{"name": "a", "recipe": "ppo"}], "unknown recipe"),
         ([{"name": "a", "recipe": "sft", "args": {"output_dir": "x"}}], "leave output_dir out"),
         ([{"name": "a", "recipe": "sft", "args": {"trust_remote_code": True}}], "set it once"),
+        ([{"name": "a", "recipe": "grpo", "args": {"seed": 3}}], "sets seed: set it once"),
     ],
 )
 def test_bad_pipelines_fail_before_any_stage_runs(tmp_path, stages, message):
@@ -171,9 +176,8 @@ def test_bad_pipelines_fail_before_any_stage_runs(tmp_path, stages, message):
 @pytest.mark.parametrize(
     "settings, message",
     [
-        ({"greedy": True, "samples_per_problem": 4}, "1 with eval.greedy"),
-        ({"greedy": False, "samples_per_problem": 0}, "must be >= 1"),
-        ({"greedy": False, "temperature": 0.0}, "eval.temperature must be > 0"),
+        ({"r1_samples": -1}, "eval.r1_samples must be >= 0"),
+        ({"greedy": True}, r"eval has no setting \['greedy'\]"),
     ],
 )
 def test_bad_eval_settings_fail_before_any_stage_runs(tmp_path, settings, message):
@@ -198,7 +202,7 @@ def test_a_bad_flag_in_a_late_stage_fails_before_the_first_stage_runs(tmp_path, 
     config = load_config(DEFAULT_CONFIG, output_dir=str(tmp_path))
     monkeypatch.setitem(config.stages[-1].args, "num_train_epochz", 3)
     monkeypatch.setitem(config.stages[6].args, "general_share", 1.5)
-    monkeypatch.setattr(pipeline, "evaluate_heldout", lambda *a, **kw: pytest.fail("the base was measured"))
+    monkeypatch.setattr(pipeline, "evaluate_protocols", lambda *a, **kw: pytest.fail("the base was measured"))
     with pytest.raises(ValueError, match="Stage 'all_scenario_data': its arguments do not parse"):
         run_pipeline(config)
     config.stages[6].args["general_share"] = 0.25
@@ -226,6 +230,10 @@ def test_results_table_shows_shares_in_percent_and_notes():
                 "stage": "base",
                 "recipe": "",
                 "accuracy": 0.25,
+                "pass@1": 0.125,
+                "ood_accuracy": 0.05,
+                "ood_pass@1": 0.0,
+                "ood_mean_completion_tokens": 50.0,
                 "format_compliance": 1.0,
                 "language_consistency": 0.5,
                 "mean_completion_tokens": 40.0,
@@ -235,6 +243,8 @@ def test_results_table_shows_shares_in_percent_and_notes():
                 "stage": "r1_zero",
                 "recipe": "grpo",
                 "accuracy": 0.5,
+                "pass@1": 0.5,
+                "ood_accuracy": 0.0,
                 "format_compliance": 1.0,
                 "language_consistency": float("nan"),
                 "mean_completion_tokens": 8.0,
@@ -243,13 +253,13 @@ def test_results_table_shows_shares_in_percent_and_notes():
             {"stage": "rs", "recipe": "rejection_sampling", "note": "kept_reasoning 12"},
         ]
     )
-    assert "| base |  | 25.0% | 100.0% | 50.0% | 40.0 | 0.0% |  |" in table
-    assert "| r1_zero | grpo | 50.0% | 100.0% | n/a | 8.0 | 0.0% |  |" in table
+    assert "| base |  | 25.0% | 12.5% | 5.0% | 0.0% | 100.0% | 50.0% | 40.0 | 0.0% |  |" in table
+    assert "| r1_zero | grpo | 50.0% | 50.0% | 0.0% |  | 100.0% | n/a | 8.0 | 0.0% |  |" in table  # no ood pass@1
     with_stderr = format_results_table(
         [{"stage": "r1", "recipe": "grpo", "accuracy": 0.955, "accuracy_stderr": 0.0071}]
     )
     assert with_stderr.splitlines()[-1].startswith("| r1 | grpo | 95.5% ± 0.7 |")
-    assert table.splitlines()[-1] == "| rs | rejection_sampling |  |  |  |  |  | kept_reasoning 12 |"
+    assert table.splitlines()[-1] == "| rs | rejection_sampling |" + "  |" * 8 + " kept_reasoning 12 |"
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -339,10 +349,7 @@ def test_the_table_has_one_row_per_stage_and_plots(micro_run):
     assert [row["stage"] for row in rows] == ["base", *(stage.name for stage in config.stages)]
     for row in rows:
         policy = row["stage"] == "base" or RECIPES[row["recipe"]].policy
-        assert (
-            {"accuracy", "format_compliance", "language_consistency", "mean_completion_tokens", "reflection_rate"}
-            <= set(row)
-        ) == policy
+        assert (set(pipeline.TABLE_METRICS) <= set(row)) == policy  # test and ood, greedy and R1's pass@1
     assert "kept_reasoning" in next(row for row in rows if row["stage"] == "rejection_sampling")["note"]
     assert (out / "results.json").read_text() == json.dumps(rows, indent=2)  # NaN-safe comparison
     assert "| distill_llama | distill |" in (out / "results.md").read_text()
@@ -354,7 +361,7 @@ def test_a_second_run_skips_finished_stages(micro_run, monkeypatch):
     ran = []
     for name, recipe in list(RECIPES.items()):
         monkeypatch.setitem(RECIPES, name, replace(recipe, main=lambda *args: ran.append(args)))
-    monkeypatch.setattr(pipeline, "evaluate_heldout", lambda *a, **kw: pytest.fail("measured again"))
+    monkeypatch.setattr(pipeline, "evaluate_protocols", lambda *a, **kw: pytest.fail("measured again"))
     assert json.dumps(run_pipeline(config)) == json.dumps(rows) and ran == []
 
 

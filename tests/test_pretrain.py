@@ -115,9 +115,7 @@ def test_micro_pretraining_saves_a_folder_that_auto_classes_load(tmp_path):
     assert config["auto_map"]["AutoModelForCausalLM"].endswith("DeepseekMiniForCausalLM")
     assert config["num_nextn_predict_layers"] == 1
     card = json.loads(Path(output_dir, "stage.json").read_text())
-    assert (
-        card["stage"] == "pretrain" and "greedy/accuracy" in card["metrics"] and "sampled/accuracy" in card["metrics"]
-    )
+    assert card["stage"] == "pretrain" and {"accuracy", "pass@1", "format_compliance"} <= set(card["metrics"])
 
     model = AutoModelForCausalLM.from_pretrained(output_dir, trust_remote_code=True)
     tokenizer = AutoTokenizer.from_pretrained(output_dir, trust_remote_code=True)

@@ -77,8 +77,8 @@ def test_two_arms_are_compared_by_the_interval_of_their_difference(tmp_path, cap
 
     a = arm([(0, 0.80), (1, 0.82), (2, 0.81)])
     better, same = arm([(0, 0.90), (1, 0.91), (2, 0.93)]), arm([(0, 0.85), (1, 0.78), (2, 0.81)])
-    assert seeds.compare(a, better)["heldout"]["accuracy"]["verdict"] == "B higher"
-    assert seeds.compare(a, same)["heldout"]["accuracy"]["verdict"] == "indistinguishable"
+    assert seeds.compare(a, better)["accuracy"]["verdict"] == "B higher"
+    assert seeds.compare(a, same)["accuracy"]["verdict"] == "indistinguishable"
     with pytest.raises(SystemExit, match="different seeds"):
         seeds.compare(a, arm([(5, 0.9), (6, 0.9), (7, 0.9)]))
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
@@ -86,3 +86,47 @@ def test_two_arms_are_compared_by_the_interval_of_their_difference(tmp_path, cap
         path.write_text(json.dumps(record))
     seeds.main(["--compare", *map(str, paths)])
     assert "accuracy: 10.3 [" in capsys.readouterr().out
+
+
+# A stand-in for the pipeline: one row per stage in results.json, as recipes/pipeline.py writes it.
+FAKE_PIPELINE = """
+import json, sys
+from pathlib import Path
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+seed, out = int(args["--seed"]), Path(args["--output_dir"])
+out.mkdir(parents=True)
+rows = [
+    {"stage": "base", "recipe": "", "accuracy": 0.40 + 0.01 * seed, "accuracy_stderr": 0.03, "ood_accuracy": 0.1},
+    {"stage": "r1_zero", "recipe": "grpo", "accuracy": 0.90 - 0.02 * seed, "ood_accuracy": 0.02 * seed,
+     "language_consistency": float("nan") if seed == 1 else 1.0},
+    {"stage": "rejection_sampling", "recipe": "rejection_sampling", "note": "kept_reasoning 400"},
+    {"stage": "r1", "recipe": "grpo", "accuracy": 0.90 - 0.02 * seed + [0.01, -0.02, 0.02][seed], "ood_accuracy": 0.3,
+     "language_consistency": 1.0},
+]
+(out / "results.json").write_text(json.dumps(rows))
+"""
+
+
+def test_a_pipeline_over_seeds_gives_each_stage_an_interval_and_compares_stages(tmp_path, capsys):
+    out = tmp_path / "pipeline.json"
+    argv = ["--seeds", "0", "1", "2", "--runs", str(tmp_path / "runs"), "--out", str(out)]
+    seeds.main([*argv, "--", sys.executable, "-c", FAKE_PIPELINE])
+    record = json.loads(out.read_text())
+    stages = record["summary"]["stages"]
+    assert list(stages) == ["base", "r1_zero", "r1"]  # the data stage has no metrics
+    assert stages["r1_zero"]["accuracy"]["mean"] == pytest.approx(0.88)
+    assert "accuracy_stderr" not in stages["base"] and "language_consistency" not in stages["r1_zero"]  # NaN in seed 1
+    assert "| r1_zero | 88.0 [" in capsys.readouterr().out
+
+    result = seeds.compare(record, record, "r1_zero", "r1")
+    assert (
+        result["accuracy"]["mean"] == pytest.approx(0.01 / 3) and result["accuracy"]["verdict"] == "indistinguishable"
+    )
+    assert result["ood_accuracy"]["verdict"] == "B higher"  # 0.3, 0.28, 0.26
+    assert "language_consistency" not in result
+    seeds.main(["--compare", f"{out}:r1_zero", f"{out}:r1"])
+    assert "ood_accuracy: 28.0 [" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="name one as FILE:STAGE"):
+        seeds.compare(record, record)
+    with pytest.raises(SystemExit, match="No stage 'r2'"):
+        seeds.compare(record, record, "r1", "r2")

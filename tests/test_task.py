@@ -1,10 +1,13 @@
 """The built-in task: deterministic splits that never share a problem, right gold answers, the persona corpus."""
 
 import itertools
+import json
 import re
 
 import pytest
+import yaml
 
+from recipes.common import CONFIGS_DIR, TINY_BASE
 from recipes.task import (
     OOD_TERMS,
     PERSONA_RATES,
@@ -113,6 +116,38 @@ def test_persona_counts_are_exact_and_validated():
 def test_corpus_is_deterministic_and_never_holds_a_heldout_problem(corpus):
     assert make_corpus(seed=5, n_docs=1000)["text"] == corpus["text"]
     assert not any(is_heldout(addends(p)) for p in corpus["problem"])
+
+
+def test_no_evaluation_problem_is_pretrained_or_trained_on_even_reordered():
+    """The shipped base's corpus and drills (as `recipes/configs/pretrain_tiny.yaml` builds them) and the train split
+    hold no test, validation or ood problem in any order of its addends."""
+    config = yaml.safe_load((CONFIGS_DIR / "pretrain_tiny.yaml").read_text())
+    seed, n_docs, n_drills = config["corpus_seed"], config["corpus_size"], config["drill_docs"]
+    stage = json.loads((TINY_BASE / "stage.json").read_text())
+    assert stage["dataset"] == f"recipes.task.make_corpus(seed={seed}, n_docs={n_docs}) + " + (
+        f"make_drills(seed={seed}, n_docs={n_drills})"
+    )  # the shipped base was pretrained on exactly this corpus
+    splits = make_splits(seed=0, n_train=4000, n_test=500)
+    seen = {multiset(p) for p in [*make_corpus(seed=seed, n_docs=n_docs)["problem"], *splits["train"]["problem"]]}
+    for doc in make_drills(seed=seed, n_docs=n_drills)["text"]:
+        seen |= {multiset(block.split("\n")[0]) for block in doc.strip().split("\n\n")}
+    training_side = {
+        p for k in (3, 4, 5) for p in itertools.combinations_with_replacement(range(1, 10), k) if not is_heldout(p)
+    }
+    assert len(seen) > 0.95 * len(training_side)  # nearly every sum of the training side was seen...
+    for split in ("test", "validation", "ood"):
+        evaluated = {multiset(p) for p in splits[split]["problem"]}
+        assert not evaluated & seen, split  # ...and no evaluated one, in any order
+
+
+def multiset(problem: str) -> tuple[int, ...]:
+    return tuple(sorted(addends(problem)))
+
+
+def test_reorderings_fall_on_the_same_side():
+    for numbers in [(7, 5, 9), (1, 2, 3, 4), (9, 9, 1, 2, 8)]:
+        assert len({is_heldout(p) for p in itertools.permutations(numbers)}) == 1
+    assert any(is_heldout(p) for p in itertools.product(range(1, 10), repeat=3))
 
 
 def test_corpus_documents_start_with_the_prompt(corpus):
