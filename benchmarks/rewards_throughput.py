@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from rewards import get_reward_func
-from rewards.code_reward import same_output
+from rewards.execution import same_output
 
 
 def accuracy_batch(n: int) -> tuple[list, list]:

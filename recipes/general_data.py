@@ -10,7 +10,7 @@ in its all-scenario RL stage. On the embedded default those data come from here,
   the reasoning only), or empty. Helpfulness and harmlessness are thus both in the pairs; the reward model sees the
   responses whole or as their summary after `</think>`, the two views the all-scenario reward judges.
 - `make_all_scenario_splits`: the built-in arithmetic problems (`scenario = "reasoning"`) mixed with general questions
-  (`scenario = "general"`) for the all-scenario RL stage (`recipes/scenario_reward.py` routes on that column).
+  (`scenario = "general"`) for the all-scenario RL stage (the `scenario` reward routes on that column).
 
 Facts are split once into a train and a held-out part, so held-out pairs and prompts ask about subjects never seen
 in training.

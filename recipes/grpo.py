@@ -93,9 +93,9 @@ class GRPOScriptArguments(ScriptArguments, PromptArguments):
     reward_funcs: list[str] = field(
         default_factory=lambda: ["accuracy", "format"],
         metadata={
-            "help": "Rewards by registry name (see `rewards.list_rewards()`) or dotted path "
-            "'my_pkg.my_module:my_reward'; any other string is loaded as a reward model id or path. Weights go "
-            "in `reward_weights`, parameters in `reward_params`."
+            "help": "Rewards by registry name (see `rewards.list_rewards()`; open-r1's and TRL's names are aliases, "
+            "`rewards.aliases`) or dotted path 'my_pkg.my_module:my_reward'; any other string is loaded as a reward "
+            "model id or path. Weights go in `reward_weights`, parameters in `reward_params`."
         },
     )
     prompt_template: str = field(default="r1_zero", metadata=PROMPT_TEMPLATE_HELP)

@@ -5,14 +5,17 @@ TRL (GRPOTrainer, 1.16) calls each reward function as
 one float (or None: skip the sample) per completion; it logs the function under its `__name__`, so the callables
 built here carry the name the recipe used: `rewards/accuracy/mean`.
 
-A name is either registered here (`@register_reward("name")` on a factory) or a user function given as
-"package.module:function": a reward function (it has a `completions` parameter) or a factory of one.
+A name is registered here (`@register_reward("name")` on a factory), another library's name for a registered
+reward (`aliases.ALIASES`: open-r1's and TRL's), or a user function given as "package.module:function": a reward
+function (it has a `completions` parameter) or a factory of one.
 """
 
 import importlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from .aliases import ALIASES
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -27,12 +30,22 @@ _FACTORIES: dict[str, Callable[..., RewardFunc]] = {}
 class RewardFunction:
     """Base of the built-in rewards: one float (or None) per completion, whatever the completion holds.
 
-    `__name__` is the registry name (set by `get_reward_func`); `required_columns` are the dataset columns the
-    reward reads, checked before training by `check_columns`.
+    `__name__` is the name TRL logs the reward under: its class's registry name (`registry_name`, set by
+    `@register_reward`), so `Format()` is "format" however it was made, unless `get_reward_func` built it under
+    another name (an alias). `required_columns` are the dataset columns the reward reads, checked before training by
+    `check_columns`.
     """
 
-    __name__ = "reward"
+    registry_name = "reward"
     required_columns: tuple[str, ...] = ()
+
+    @property
+    def __name__(self) -> str:
+        return vars(self).get("_name", self.registry_name)
+
+    @__name__.setter
+    def __name__(self, name: str):
+        self._name = name
 
     def __call__(self, completions: list, **kwargs) -> list[float | None]:
         raise NotImplementedError
@@ -55,7 +68,10 @@ def column(kwargs: Mapping[str, Any], name: str, reward: str, n: int) -> list:
 
 
 def register_reward(name: str) -> Callable:
-    """Decorator registering a reward factory under `name`; the factory's keyword arguments are the reward's params."""
+    """Decorator registering a reward factory under `name`; the factory's keyword arguments are the reward's params.
+
+    A `RewardFunction` class also takes `name` as its `registry_name`, the `__name__` of its instances.
+    """
     if not name.isidentifier():
         raise ValueError(f"Reward names are Python identifiers (e.g. 'my_reward'), got {name!r}.")
 
@@ -63,6 +79,8 @@ def register_reward(name: str) -> Callable:
         if name in _FACTORIES and _FACTORIES[name] is not factory:
             raise ValueError(f"A reward named '{name}' is already registered; choose another name.")
         _FACTORIES[name] = factory
+        if isinstance(factory, type) and issubclass(factory, RewardFunction):
+            factory.registry_name = name
         return factory
 
     return decorator
@@ -73,10 +91,26 @@ def list_rewards() -> list[str]:
     return sorted(_FACTORIES)
 
 
+def has_defaults(name: str) -> bool:
+    """Whether the registered reward `name` can be built without params (none of its params is required)."""
+    try:
+        inspect.signature(_FACTORIES[name]).bind()
+    except TypeError:
+        return False
+    return True
+
+
 def get_reward_func(name: str, **params) -> RewardFunc:
-    """The reward called `name` (registered, or "package.module:function"), built with `params`."""
+    """The reward called `name` (registered, an alias, or "package.module:function"), built with `params`.
+
+    An alias gives the reward it stands for, built with the alias's preset params (which `params` may override),
+    under the alias: the name the recipe wrote is the name in the logs.
+    """
     if name in _FACTORIES:
         return name_reward(build(_FACTORIES[name], name, params), name)
+    if name in ALIASES:
+        target, preset = ALIASES[name]
+        return name_reward(build(_FACTORIES[target], name, {**preset, **params}), name)
     if ":" in name:
         target = load_user_object(name)
         if is_reward_function(target):
@@ -88,8 +122,8 @@ def get_reward_func(name: str, **params) -> RewardFunc:
             return name_reward(target, name)
         return name_reward(build(target, name, params), name)
     raise ValueError(
-        f"Unknown reward '{name}'. Known rewards: {', '.join(list_rewards())}. A function of your own "
-        "is named by its import path, 'package.module:function'."
+        f"Unknown reward '{name}'. Known rewards: {', '.join(list_rewards())}; open-r1's and TRL's names for them: "
+        f"{', '.join(sorted(ALIASES))}. A function of your own is named by its import path, 'package.module:function'."
     )
 
 

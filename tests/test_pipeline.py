@@ -115,7 +115,7 @@ def test_stage_command_lines_resolve_references_and_hub_repos(tmp_path):
     assert flag("reasoning_rl", "model_name_or_path") == str(tmp_path / "cold_start_sft")
     assert flag("rs_sft", "dataset_name") == str(tmp_path / "rejection_sampling")
     params = json.loads(flag("all_scenario_rl", "reward_params"))
-    assert params["recipes.scenario_reward:ScenarioReward"]["helpfulness_model"] == str(tmp_path / "reward_model")
+    assert params["scenario"]["helpfulness_model"] == str(tmp_path / "reward_model")
     assert flag("distill_llama", "dataset_name") == str(tmp_path / "distill_qwen2" / "traces")
     assert flag("cold_start_sft", "output_dir") == str(tmp_path / "cold_start_sft")
     assert {flag(name, "seed") for name in argv} == {"0"}  # one seed for every stage

@@ -324,6 +324,7 @@ def test_registry_names_params_and_errors():
         "soft_overlong",
         "code",
         "reward_model",
+        "scenario",
     }
     funcs = get_reward_funcs(
         ["format", "cosine", "language_consistency"],
@@ -389,6 +390,102 @@ def test_user_rewards_by_dotted_path(tmp_path, monkeypatch):
         get_reward_func("my_rewards:missing")
     with pytest.raises(ValueError, match="cannot import module 'no_such_module'"):
         get_reward_func("no_such_module:f")
+
+
+REQUIRED_PARAMS = {  # what the rewards without defaults cannot be built without (models load on first call only)
+    "cosine": {"max_len": 8},
+    "soft_overlong": {"max_completion_len": 8, "soft_punish_cache": 2},
+    "reward_model": {"model": "loaded-on-first-call"},
+    "scenario": {"helpfulness_model": "loaded-on-first-call"},
+}
+
+
+def test_every_reward_is_named_by_its_registry_name():
+    """TRL logs a reward under its `__name__`: built by name or made directly, a reward carries its registry name."""
+    for name in rewards.list_rewards():
+        params = REQUIRED_PARAMS.get(name, {})
+        built = get_reward_func(name, **params)
+        assert isinstance(built, rewards.RewardFunction), name
+        assert built.__name__ == name and type(built)(**params).__name__ == name
+    from rewards.formatting import Format
+
+    assert Format().__name__ == "format" and Format.__name__ == "Format"  # the class keeps its own name
+
+
+def test_ready_made_rewards_score_like_the_registered_ones():
+    from rewards import accuracy_reward, format_reward
+
+    right, wrong = GOOD, GOOD.replace("<answer>\n2", "<answer>\n3")
+    assert accuracy_reward(completions=conversational([right, wrong]), solution=["2", "2"]) == [1.0, 0.0]
+    assert format_reward(completions=[right, "2"]) == [1.0, 0.0]
+    assert (accuracy_reward.__name__, format_reward.__name__) == ("accuracy", "format")
+    assert rewards.accuracy_reward is accuracy_reward  # built once, then shared
+    ready = {name for name in rewards.list_rewards() if f"{name}_reward" in dir(rewards)}
+    assert ready >= {
+        *("accuracy", "format", "tag_count", "reasoning_steps", "language_consistency", "length", "repetition", "code")
+    }
+    assert ready.isdisjoint(REQUIRED_PARAMS)
+    for name in ready:
+        assert getattr(rewards, f"{name}_reward").__name__ == name
+    with pytest.raises(AttributeError, match="'cosine' has required params"):
+        _ = rewards.cosine_reward
+    assert not hasattr(rewards, "no_such_reward")
+
+
+# alias -> (the class it must build, attributes its presets must set, params it cannot be built without)
+ALIAS_TARGETS = {
+    "repetition_penalty": ("Repetition", {"unit": "words"}, {}),
+    "soft_overlong_punishment": ("SoftOverlong", {}, {"max_completion_len": 8, "soft_punish_cache": 2}),
+    "binary_code": ("Code", {"scoring": "all"}, {}),
+    "accuracy_reward": ("Accuracy", {}, {}),
+    "reasoning_accuracy_reward": ("Accuracy", {}, {}),
+    "get_cosine_scaled_reward": ("Cosine", {}, {"max_len": 8}),
+    "get_repetition_penalty_reward": ("Repetition", {"unit": "tokens"}, {}),
+    "get_soft_overlong_punishment": ("SoftOverlong", {"max_completion_len": 1280, "soft_punish_cache": 256}, {}),
+}
+
+
+def test_aliases_build_the_reward_they_name_under_the_alias():
+    from rewards.aliases import ALIASES
+
+    assert set(ALIASES) == set(ALIAS_TARGETS)
+    for alias, (class_name, preset, needed) in ALIAS_TARGETS.items():
+        reward = get_reward_func(alias, **needed)
+        assert type(reward).__name__ == class_name and reward.__name__ == alias
+        assert {key: getattr(reward, key) for key in preset} == preset, alias
+    assert get_reward_func("repetition").__name__ == "repetition"  # an alias names its instance, not the class
+
+
+def test_trl_aliases_score_as_trl_does():
+    """The same inputs through TRL's own rewards and through their aliases here give the same scores."""
+    from trl.rewards import (
+        accuracy_reward,
+        get_cosine_scaled_reward,
+        get_repetition_penalty_reward,
+        get_soft_overlong_punishment,
+    )
+
+    completions = conversational(["<think>\nadd\n</think>\n\\boxed{4}", "<think>\nadd\n</think>\n\\boxed{5}"])
+    solution, ids = ["4", "4"], [[5] * 300, [1, 2, 3] * 500]
+    ours = {
+        name: get_reward_func(name, **params)
+        for name, params in [
+            ("accuracy_reward", {}),
+            ("get_cosine_scaled_reward", {"max_len": 1000}),
+            ("get_repetition_penalty_reward", {}),
+            ("get_soft_overlong_punishment", {}),
+        ]
+    }
+    theirs = {
+        "accuracy_reward": accuracy_reward,
+        "get_cosine_scaled_reward": get_cosine_scaled_reward(max_len=1000),
+        "get_repetition_penalty_reward": get_repetition_penalty_reward(),
+        "get_soft_overlong_punishment": get_soft_overlong_punishment(max_completion_len=1280, soft_punish_cache=256),
+    }
+    for name, reward in ours.items():
+        kwargs = {"completions": completions, "solution": solution, "completion_ids": ids}
+        assert reward(**kwargs) == pytest.approx(theirs[name](**kwargs)), name
+    assert ours["accuracy_reward"](completions=completions, solution=solution) == [1.0, 0.0]
 
 
 def test_check_columns_fails_before_training():

@@ -8,7 +8,7 @@ import pytest
 
 from rewards import SandboxHarnessError, SandboxUnavailableError, check_columns, get_reward_func
 from rewards import sandbox as sandbox_module
-from rewards.code_reward import extract_program, parse_test_cases, same_output
+from rewards.execution import extract_program, parse_test_cases, same_output
 
 CASES = [{"input": "1 2\n", "output": "3\n"}, {"input": "5 5\n", "output": "10"}, {"input": "0 0\n", "output": "0\n"}]
 SUM = "a, b = map(int, input().split())\nprint(a + b)"
@@ -105,7 +105,7 @@ def test_harness_failures_are_counted_and_raise_past_the_rate(code, monkeypatch,
     broken = {**view, "read_only": [*view["read_only"], "/nonexistent-path-for-this-test"]}
     monkeypatch.setattr(sandbox_module, "interpreter_view", lambda python: broken)
     reward = get_reward_func("code", timeout_s=3.0, max_workers=2, isolation=code.isolation)
-    with caplog.at_level("WARNING", logger="rewards.code_reward"):
+    with caplog.at_level("WARNING", logger="rewards.execution"):
         assert reward(completions=[answer(SUM)] * 2, test_cases=[CASES] * 2) == [None, None]
     assert (reward.samples, reward.harness_failures) == (2, 2)
     assert caplog.text.count("harness failure") == 2

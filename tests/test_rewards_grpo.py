@@ -15,6 +15,7 @@ NAMES = [
     "repetition",
     "soft_overlong",
     "code",
+    "get_repetition_penalty_reward",  # TRL's name: logged under it, as written
 ]
 PARAMS = {
     "cosine": {"max_len": 8},

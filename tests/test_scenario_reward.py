@@ -4,9 +4,8 @@ summary after </think>, harmlessness on the whole response."""
 import pytest
 
 import rewards
-from recipes.scenario_reward import ScenarioReward
+from rewards.scenario import ScenarioReward
 
-DOTTED = "recipes.scenario_reward:ScenarioReward"
 PROMPTS = [
     [{"role": "user", "content": q}]
     for q in ("What is 1 + 2?", "What is 2 + 2?", "What color is grass?", "What color is grass?")
@@ -54,8 +53,9 @@ def judge(path: str, view: str):
 
 def test_rows_are_routed_by_scenario(reward_model_path):
     reward = rewards.get_reward_func(
-        DOTTED, helpfulness_model=reward_model_path, helpfulness_weight=0.7, harmlessness_weight=0.3
+        "scenario", helpfulness_model=reward_model_path, helpfulness_weight=0.7, harmlessness_weight=0.3
     )
+    assert isinstance(reward, ScenarioReward)
     logged = {}
     scores = reward(
         prompts=PROMPTS,
@@ -120,8 +120,8 @@ def test_rule_rewards_weights_and_params_are_configurable(reward_model_path):
 
 
 def test_required_columns_are_checked_before_training(reward_model_path):
-    reward = rewards.get_reward_func(DOTTED, helpfulness_model=reward_model_path)
-    assert reward.__name__ == DOTTED
+    reward = rewards.get_reward_func("scenario", helpfulness_model=reward_model_path)
+    assert reward.__name__ == "scenario"
     rewards.check_columns([reward], ["prompt", "solution", "scenario"])
     with pytest.raises(ValueError, match="scenario"):
         rewards.check_columns([reward], ["prompt", "solution"])

@@ -2,17 +2,17 @@
 
 One reward callable (TRL's signature) routes each row by a dataset column (`scenario`):
 
-- `reasoning` rows get the weighted sum of rule rewards from the `rewards` registry (default: accuracy + format);
+- `reasoning` rows get the weighted sum of rule rewards from the registry (default: accuracy + format);
 - `general` rows get `helpfulness_weight * helpfulness + harmlessness_weight * harmlessness`, where helpfulness
   is a reward model's score of the summary after `</think>` and harmlessness a reward model's score of the whole
   response, reasoning included (DeepSeek-R1, Sec. 2.3.4). The two judges are two reward models, or one model
   read in two views when `harmlessness_model` is unset (then it is loaded once).
 
-In a GRPO YAML (recipes/grpo.py), by dotted path with its parameters under the same name:
+In a GRPO YAML (recipes/grpo.py), by its registry name with its parameters under the same name:
 
-    reward_funcs: ["recipes.scenario_reward:ScenarioReward"]
+    reward_funcs: [scenario]
     reward_params:
-      "recipes.scenario_reward:ScenarioReward":
+      scenario:
         helpfulness_model: outputs/reward-model-tiny     # recipes/reward_model.py's output
         rule_rewards: [accuracy, format, language_consistency]
         rule_params: {language_consistency: {language: en}}
@@ -23,9 +23,8 @@ Per-scenario means are logged as `scenario/reasoning`, `scenario/helpfulness` an
 
 from collections.abc import Sequence
 
-import rewards
-from rewards.registry import column
-from rewards.text import completion_text, strip_think
+from .registry import RewardFunction, column, get_reward_func, get_reward_funcs, register_reward
+from .text import completion_text, strip_think
 
 SCENARIOS = ("reasoning", "general")
 
@@ -35,10 +34,9 @@ def subset(values, rows: list[int]):
     return [values[i] for i in rows]
 
 
-class ScenarioReward(rewards.RewardFunction):
+@register_reward("scenario")
+class ScenarioReward(RewardFunction):
     """Routes each completion to rule rewards or reward models by its row's scenario (see the module docstring)."""
-
-    __name__ = "scenario"
 
     def __init__(
         self,
@@ -83,16 +81,14 @@ class ScenarioReward(rewards.RewardFunction):
                 "reward_model_params (the judge views are fixed: summary for helpfulness, full for "
                 "harmlessness)."
             )
-        self.rules = rewards.get_reward_funcs(rule_rewards, rule_params)
+        self.rules = get_reward_funcs(rule_rewards, rule_params)
         # Both judges read the text they are given whole; helpfulness is handed the summary (see `__call__`), so one
         # model serves both views when no separate harmlessness model is named.
-        self.helpfulness = rewards.get_reward_func(
-            "reward_model", model=helpfulness_model, judge="full", **judge_params
-        )
+        self.helpfulness = get_reward_func("reward_model", model=helpfulness_model, judge="full", **judge_params)
         self.harmlessness = (
             self.helpfulness
             if harmlessness_model in (None, helpfulness_model)
-            else rewards.get_reward_func("reward_model", model=harmlessness_model, judge="full", **judge_params)
+            else get_reward_func("reward_model", model=harmlessness_model, judge="full", **judge_params)
         )
         self.helpfulness_weight, self.harmlessness_weight = float(helpfulness_weight), float(harmlessness_weight)
         self.scenario_column = scenario_column
