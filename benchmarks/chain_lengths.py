@@ -2,8 +2,8 @@
 
     python benchmarks/chain_lengths.py outputs/seeds/seed-0 outputs/seeds/seed-1 [--split ood] [--problems 200]
 
-For each model folder: one completion per problem, sampled at T=1 with the evaluation's seed 0 (as the held-out
-table samples), and the steps counted as the `a + b = c` lines of its reasoning. A problem of n addends needs n - 1
+For each model folder: one completion per problem, decoded greedily (as the tables' accuracy is), and the steps
+counted as the `a + b = c` lines of its reasoning (in English or in the Chinese words `a 加 b 等于 c`). A problem of n addends needs n - 1
 steps. Prints, per model and per number of addends, the distribution of steps written, and the share of completions
 that stop short of the needed count.
 """
@@ -18,7 +18,7 @@ from recipes.evaluation import generate_completions
 from recipes.task import make_splits
 from rewards import extract_think
 
-STEP = re.compile(r"\d+ \+ \d+ = \d+")
+STEP = re.compile(r"\d+ (?:\+|加) \d+ (?:=|等于) \d+")
 
 
 def steps_written(completion: str) -> int:
@@ -31,7 +31,7 @@ def chain_lengths(model_dir: str, split: str, problems: int) -> dict[int, collec
     rows = make_splits(seed=0, **sizes)[split]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True)
-    completions, _ = generate_completions(model, tokenizer, rows["prompt"], max_new_tokens=96, greedy=False, seed=0)
+    completions, _ = generate_completions(model, tokenizer, rows["prompt"], max_new_tokens=96)
     counts = collections.defaultdict(collections.Counter)
     for problem, completion in zip(rows["problem"], completions):
         counts[problem.count("+") + 1][steps_written(completion)] += 1
