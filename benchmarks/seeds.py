@@ -26,12 +26,14 @@ or of two, are compared as `FILE:STAGE` arms:
 import argparse
 import json
 import math
+import os
 import platform
 import shlex
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # Two-sided 95% critical values of Student's t for 1..30 degrees of freedom; the normal value beyond.
@@ -64,13 +66,17 @@ def verdict(change: dict) -> str:
 EVALUATIONS = ("heldout", "ood")
 
 
-def run_seed(command: list[str], seed: int, runs: Path) -> dict:
+def run_seed(command: list[str], seed: int, runs: Path, threads: int | None = None) -> dict:
     """{"seed", "seconds", evaluation: {"before": metrics, "after": metrics}} for the evaluations a training run
-    wrote, or {"seed", "seconds", "stages": {stage: metrics}} for a pipeline's `results.json`."""
+    wrote, or {"seed", "seconds", "stages": {stage: metrics}} for a pipeline's `results.json`. With `threads`, the
+    run's torch uses that many CPU threads (`OMP_NUM_THREADS`)."""
     output_dir = runs / f"seed-{seed}"
+    env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
     start = time.monotonic()
-    subprocess.run([*command, "--seed", str(seed), "--output_dir", str(output_dir)], check=True)
+    subprocess.run([*command, "--seed", str(seed), "--output_dir", str(output_dir)], check=True, env=env)
     record = {"seed": seed, "seconds": round(time.monotonic() - start, 1)}
+    if threads is not None:
+        record["threads"] = threads
     if (output_dir / "results.json").exists():
         rows = json.loads((output_dir / "results.json").read_text())
         record["stages"] = {row["stage"]: numeric(row) for row in rows if "accuracy" in row}
@@ -81,6 +87,16 @@ def run_seed(command: list[str], seed: int, runs: Path) -> dict:
                 side: json.loads((output_dir / f"{evaluation}_{side}.json").read_text()) for side in ("before", "after")
             }
     return record
+
+
+def run_seeds(command: list[str], seeds: list[int], runs: Path, jobs: int) -> list[dict]:
+    """Every seed's record, in the order of `seeds`. With `jobs` > 1, that many seeds run at once, the CPUs shared
+    out between them (`OMP_NUM_THREADS`: CPUs // jobs each, so that no two runs' threads contend for one core)."""
+    if jobs == 1:
+        return [run_seed(command, seed, runs) for seed in seeds]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(lambda seed: run_seed(command, seed, runs, threads), seeds))
 
 
 def numeric(row: dict) -> dict:
@@ -209,6 +225,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+")
     parser.add_argument("--runs", type=Path, default=Path("outputs/seeds"), help="Parent of the seeds' output dirs.")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="Seeds run at once, the CPUs shared out between them (default 1)."
+    )
     parser.add_argument("--out", type=Path, help="JSON file for the per-seed values and the summary.")
     parser.add_argument(
         "--compare", nargs=2, metavar=("A", "B"), help="Two result files (FILE, or FILE:STAGE for a pipeline): B - A."
@@ -228,11 +247,13 @@ def main(argv=None):
         parser.error("give the training command after `--`, e.g. -- accelerate launch recipes/grpo.py")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds repeats a seed: {args.seeds}")
-    per_seed = [run_seed(command, seed, args.runs) for seed in args.seeds]
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    per_seed = run_seeds(command, args.seeds, args.runs, args.jobs)
     summary = summarise(per_seed)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     record = {
-        "command": shlex.join(["python", "benchmarks/seeds.py", "--seeds", *map(str, args.seeds), "--", *command]),
+        "command": shlex.join(["python", "benchmarks/seeds.py", *(sys.argv[1:] if argv is None else argv)]),
         "commit": commit,
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "interval": "95% t-interval of the mean over seeds; change = after - before, paired by seed",

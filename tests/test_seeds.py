@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -130,3 +131,15 @@ def test_a_pipeline_over_seeds_gives_each_stage_an_interval_and_compares_stages(
         seeds.compare(record, record)
     with pytest.raises(SystemExit, match="No stage 'r2'"):
         seeds.compare(record, record, "r1", "r2")
+
+
+def test_seeds_run_side_by_side_share_the_cpus(tmp_path):
+    out = tmp_path / "result.json"
+    argv = ["--seeds", "2", "0", "1", "--jobs", "3", "--runs", str(tmp_path / "runs"), "--out", str(out)]
+    seeds.main([*argv, "--", sys.executable, "-c", FAKE_RUN])
+    record = json.loads(out.read_text())
+    assert [run["seed"] for run in record["per_seed"]] == [2, 0, 1]  # in the order asked, whatever finished first
+    assert [run["heldout"]["after"]["accuracy"] for run in record["per_seed"]] == pytest.approx([0.86, 0.90, 0.88])
+    threads = max(1, (os.cpu_count() or 1) // 3)
+    assert all(run["threads"] == threads for run in record["per_seed"])
+    assert record["command"].startswith("python benchmarks/seeds.py --seeds 2 0 1 --jobs 3 ")
