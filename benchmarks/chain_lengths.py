@@ -3,9 +3,9 @@
     python benchmarks/chain_lengths.py outputs/seeds/seed-0 outputs/seeds/seed-1 [--split ood] [--problems 200]
 
 For each model folder: one completion per problem, decoded greedily (as the tables' accuracy is), and the steps
-counted as the `a + b = c` lines of its reasoning (in English or in the Chinese words `a 加 b 等于 c`). A problem of n addends needs n - 1
-steps. Prints, per model and per number of addends, the distribution of steps written, and the share of completions
-that stop short of the needed count.
+counted as the `a + b = c` lines of its reasoning (in English, or in the Chinese words `a 加 b 等于 c`). A problem
+of n addends needs n - 1 steps. Prints, per model and per number of addends, the distribution of steps written, and
+the share of completions that stop short of the needed count.
 """
 
 import argparse
@@ -14,8 +14,8 @@ import re
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from recipes.evaluation import generate_completions
-from recipes.task import make_splits
+from recipes.lib.evaluation import generate_completions
+from recipes.lib.task import make_splits
 from rewards import extract_think
 
 STEP = re.compile(r"\d+ (?:\+|加) \d+ (?:=|等于) \d+")

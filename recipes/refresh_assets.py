@@ -8,31 +8,18 @@ instead of ordered: run this after editing modeling_deepseek_mini/; tests/test_p
 Only the code files change: weights, config, tokenizer and card stay as trained.
 """
 
-import json
-import shutil
-from pathlib import Path
+import argparse
 
 from modeling_deepseek_mini import code_files
-from recipes.common import RECIPES_DIR
+from recipes.lib.assets import refresh, shipped_checkpoints
 
 
-def shipped_checkpoints() -> list[Path]:
-    """The folders under recipes/assets that hold a checkpoint with custom code (an `auto_map` in config.json)."""
-    configs = sorted((RECIPES_DIR / "assets").glob("*/config.json"))
-    return [config.parent for config in configs if "auto_map" in json.loads(config.read_text())]
+def make_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 
 
-def refresh(folder: Path) -> None:
-    """Copy the package's code files into `folder` and remove the Python files the package no longer ships."""
-    names = {file.name for file in code_files()}
-    for stale in folder.glob("*.py"):
-        if stale.name not in names:
-            stale.unlink()
-    for file in code_files():
-        shutil.copyfile(file, folder / file.name)
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    make_parser().parse_args(argv)
     for folder in shipped_checkpoints():
         refresh(folder)
         print(f"refreshed {folder}: {', '.join(file.name for file in code_files())}")

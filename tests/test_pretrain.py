@@ -8,10 +8,10 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 import modeling_deepseek_mini
-from recipes.common import CONFIGS_DIR, TINY_BASE
+from recipes.lib.assets import shipped_checkpoints
+from recipes.lib.cli import CONFIGS_DIR, TINY_BASE
+from recipes.lib.task import R1_ZERO_SYSTEM_PROMPT, REASONING_TAGS, make_corpus, make_prompt
 from recipes.pretrain import PretrainScriptArguments, build_tokenizer, main, make_parser
-from recipes.refresh_assets import shipped_checkpoints
-from recipes.task import R1_ZERO_SYSTEM_PROMPT, REASONING_TAGS, make_corpus, make_prompt
 
 MICRO_MODEL = {"hidden_size": 32, "intermediate_size": 64, "moe_intermediate_size": 16, "num_hidden_layers": 2}
 
