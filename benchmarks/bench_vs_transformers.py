@@ -578,9 +578,9 @@ def grpo_rows(sizes: Sizes, runtime: Runtime, workdir: str, seed: int) -> list[R
     from trl import GRPOConfig, GRPOTrainer
 
     import rewards
-    from recipes.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
+    from recipes.lib.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
+    from recipes.lib.task import make_corpus, make_splits
     from recipes.pretrain import build_model, build_tokenizer
-    from recipes.task import make_corpus, make_splits
 
     tokenizer = build_tokenizer(make_corpus(seed=seed, n_docs=200)["text"])
     tokenizer.padding_side = "left"

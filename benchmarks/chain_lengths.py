@@ -14,8 +14,8 @@ import re
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from recipes.evaluation import generate_completions
-from recipes.task import make_splits
+from recipes.lib.evaluation import generate_completions
+from recipes.lib.task import make_splits
 from rewards import extract_think
 
 STEP = re.compile(r"\d+ (?:\+|加) \d+ (?:=|等于) \d+")

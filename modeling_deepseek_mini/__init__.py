@@ -11,7 +11,7 @@ the checkpoint then loads with `trust_remote_code=True` where this package is no
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .configuration_deepseek_mini import PRESETS, DeepseekMiniConfig, parameter_counts
-from .interchange import save_as_deepseek_v3
+from .interchange import code_files, save_as_deepseek_v3
 from .modeling_deepseek_mini import DeepseekMiniForCausalLM, DeepseekMiniModel, DeepseekMiniPreTrainedModel
 
 
@@ -45,6 +45,7 @@ __all__ = [
     "DeepseekMiniModel",
     "DeepseekMiniPreTrainedModel",
     "ExpertBiasUpdateCallback",
+    "code_files",
     "parameter_counts",
     "save_as_deepseek_v3",
 ]

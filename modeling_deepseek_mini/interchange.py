@@ -6,12 +6,20 @@ by `transformers.DeepseekV3ForCausalLM` (its `config.json`, model_type `deepseek
 """
 
 import os
+from pathlib import Path
 
 from transformers import DeepseekV3Config
+from transformers.dynamic_module_utils import get_relative_import_files
 
+from . import modeling_deepseek_mini
 from .modeling_deepseek_mini import DeepseekMiniForCausalLM
 
-_CODE_FILES = ("configuration_deepseek_mini.py", "modeling_deepseek_mini.py")
+
+def code_files() -> list[Path]:
+    """The package's files that `save_pretrained` copies into every checkpoint (transformers' own rule): the modeling
+    file and every file it imports relatively, recursively (the configuration file, moe_dispatch.py, ...)."""
+    modeling = modeling_deepseek_mini.__file__
+    return sorted(Path(f) for f in [modeling, *get_relative_import_files(modeling)])
 
 
 def save_as_deepseek_v3(
@@ -31,8 +39,8 @@ def save_as_deepseek_v3(
         mtp_prefixes = tuple(f"model.layers.{i}." for i in model.config.mtp_layer_indices)
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(mtp_prefixes)}
     model.save_pretrained(save_directory, state_dict=state_dict, **kwargs)
-    for name in _CODE_FILES:  # save_pretrained copies the custom code; a DeepseekV3 checkpoint has none
-        path = os.path.join(save_directory, name)
+    for file in code_files():  # save_pretrained copies the custom code; a DeepseekV3 checkpoint has none
+        path = os.path.join(save_directory, file.name)
         if os.path.exists(path):
             os.remove(path)
     config = DeepseekV3Config(**model.config.to_deepseek_v3_dict())

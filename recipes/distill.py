@@ -24,33 +24,20 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-import transformers
 from datasets import Dataset
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 from trl.experimental.gkd import GKDConfig, GKDTrainer
 
 import modeling_deepseek_mini  # noqa: F401  (registers DeepseekMini with the Auto classes)
-from recipes.checkpoints import resume_checkpoint
-from recipes.common import (
-    BUILTIN_DATASET,
-    CONFIGS_DIR,
-    TINY_BASE,
-    TINY_CAUSAL_LM_PRESETS,
-    config_from_preset,
-    finish_stage,
-    load_any_dataset,
-    parse_recipe_args,
-)
-from recipes.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
-from recipes.rejection_sampling import (
-    RejectionSamplingArguments,
-    SamplingConfig,
-    format_stats,
-    sample_and_filter,
-    write_dataset,
-)
-from recipes.sft import HeldoutArguments, check_sft_data, heldout_metrics, load_heldout, make_sft_trainer
+from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args
+from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, write_dataset
+from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
+from recipes.lib.heldout import HeldoutArguments, load_heldout, report_heldout_after
+from recipes.lib.presets import TINY_CAUSAL_LM_PRESETS, config_from_preset, preset_student_tokenizer
+from recipes.lib.sampling import RejectionSamplingArguments, SamplingConfig, format_stats, sample_and_filter
+from recipes.lib.sft_trainer import check_sft_data, make_sft_trainer
+from recipes.lib.stage import finish_stage, set_up_stage, train_stage
 
 logger = logging.getLogger(__name__)
 
@@ -184,20 +171,6 @@ def load_traces(script_args: DistillScriptArguments, training_args: GKDConfig, m
 # Student
 
 
-def preset_student_tokenizer(preset: str, tokenizer_name: str, *, trust_remote_code: bool):
-    """`tokenizer_name` loaded as the saved student folder will reload it, so the student trains on the token
-    sequences it later sees.
-
-    AutoTokenizer picks a folder's tokenizer class from its model type: a Qwen2 folder always reloads as
-    Qwen2Tokenizer, which rebuilds the BPE with Qwen2's own pre-tokenizer and ignores the saved tokenizer.json's
-    (the teacher's splits digits and merges across spaces). A Qwen2 student trained with the tokenizer as the
-    teacher's folder loads it would meet other, longer sequences once reloaded, and answer garbage."""
-    model_type, _ = TINY_CAUSAL_LM_PRESETS[preset]
-    return AutoTokenizer.from_pretrained(
-        tokenizer_name, config=AutoConfig.for_model(model_type), trust_remote_code=trust_remote_code
-    )
-
-
 def load_student(script_args: DistillScriptArguments, training_args: GKDConfig, model_args: ModelConfig):
     """(student, its tokenizer, description): loaded from `model_name_or_path`, or built from `student_preset`."""
     trust = training_args.trust_remote_code
@@ -250,16 +223,12 @@ def make_gkd_trainer(student, tokenizer, traces, script_args, training_args: GKD
 
 
 def main(script_args: DistillScriptArguments, training_args: GKDConfig, model_args: ModelConfig):
-    set_seed(training_args.seed)
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
-    )
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    set_up_stage(training_args)
 
     # Data: the teacher's traces, and the held-out problems
     traces = load_traces(script_args, training_args, model_args)
     check_sft_data(traces, training_args)
-    heldout = load_heldout(script_args)
+    heldout = load_heldout(script_args, script_args.dataset_test_split)
 
     # Student
     student, tokenizer, student_name = load_student(script_args, training_args, model_args)
@@ -276,17 +245,17 @@ def main(script_args: DistillScriptArguments, training_args: GKDConfig, model_ar
         trainer = make_sft_trainer(student, tokenizer, traces, training_args, peft_config=get_peft_config(model_args))
 
     # Train
-    train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
+    train_stage(trainer, training_args)
 
     # Held-out measurement
-    metrics = heldout_metrics(trainer, tokenizer, heldout, script_args) if trainer.accelerator.is_main_process else None
-    if metrics is not None:
-        print(json.dumps(metrics, indent=2))
-        with open(os.path.join(training_args.output_dir, "heldout_after.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
+    metrics = report_heldout_after(
+        trainer,
+        tokenizer,
+        heldout,
+        training_args.output_dir,
+        max_new_tokens=script_args.eval_max_new_tokens,
+        r1_samples=0,
+    )
 
     # Save, card, push
     traces_source = (

@@ -9,73 +9,24 @@ learns the built-in arithmetic task from rule rewards alone, and the run ends wi
 held-out split and plots of reward, accuracy and completion length over steps. Flags override the YAML.
 """
 
-import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
+from functools import partial
 
-import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
-from recipes.checkpoints import resume_checkpoint
-from recipes.common import (
-    BUILTIN_DATASET,
-    CONFIGS_DIR,
-    TINY_BASE,
-    finish_stage,
-    load_any_dataset,
-    parse_recipe_args,
-    require_columns,
-)
-from recipes.evaluation import evaluate_protocols, format_comparison_table
-from recipes.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
-from recipes.plots import plot_training_curves
-from recipes.task import R1_ZERO_SYSTEM_PROMPT, R1_ZERO_TEMPLATE
+from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args
+from recipes.lib.data import BUILTIN_DATASET, load_any_dataset
+from recipes.lib.evaluation import format_comparison_table
+from recipes.lib.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
+from recipes.lib.heldout import heldout_metrics, measured_before, save_heldout
+from recipes.lib.plots import plot_training_curves
+from recipes.lib.prompts import PROMPT_TEMPLATE_HELP, PromptArguments, build_prompts
+from recipes.lib.stage import finish_stage, set_up_stage, train_stage
 
 logger = logging.getLogger(__name__)
-
-PROMPT_TEMPLATES = ("r1_zero", "chat", "none")
-
-
-PROMPT_TEMPLATE_HELP = {
-    "help": "How prompts are built from `problem_column`: 'r1_zero' (R1-Zero's plain-text template), 'chat' (the "
-    "tokenizer's chat template with the R1-Zero instructions as system prompt) or 'none' (the data already has a "
-    "`prompt` column). Use the template the checkpoint was trained with."
-}
-
-
-@dataclass
-class PromptArguments:
-    """How prompts and gold answers are built from a dataset's problems (`build_prompts`); shared by the recipes
-    that prompt a model: GRPO, rejection sampling, and the held-out measurement of SFT and distillation."""
-
-    prompt_template: str = field(default="chat", metadata=PROMPT_TEMPLATE_HELP)
-    problem_column: str = field(default="problem", metadata={"help": "Column holding the problem text."})
-    solution_column: str = field(
-        default="solution", metadata={"help": "Column holding the gold answer; renamed to `solution` for the rewards."}
-    )
-    gold_answer_regex: str | None = field(
-        default=None,
-        metadata={
-            "help": "Regular expression whose first group extracts the gold answer from `solution_column`, e.g. "
-            "'####\\s*(.+)$' for GSM8K. None keeps the column as it is."
-        },
-    )
-
-    def __post_init__(self):
-        if self.prompt_template not in PROMPT_TEMPLATES:
-            raise ValueError(f"prompt_template must be one of {PROMPT_TEMPLATES}, got {self.prompt_template!r}.")
-        if self.gold_answer_regex is not None:
-            try:
-                groups = re.compile(self.gold_answer_regex).groups
-            except re.error as error:
-                raise ValueError(
-                    f"gold_answer_regex {self.gold_answer_regex!r} is not a valid regex: {error}"
-                ) from None
-            if groups < 1:
-                raise ValueError(f"gold_answer_regex {self.gold_answer_regex!r} needs one capture group.")
 
 
 @dataclass
@@ -132,63 +83,31 @@ class GRPOScriptArguments(ScriptArguments, PromptArguments):
             raise ValueError("reward_funcs is empty: name at least one reward, e.g. --reward_funcs accuracy format.")
 
 
-def build_prompts(dataset, script_args):
-    """Add the `prompt` column from the problem text and name the gold column `solution`."""
-    if script_args.solution_column != "solution" and script_args.solution_column in dataset.column_names:
-        dataset = dataset.rename_column(script_args.solution_column, "solution")
-    if script_args.gold_answer_regex is not None:
-        require_columns(dataset, ["solution"], where="gold_answer_regex")
-        pattern = re.compile(script_args.gold_answer_regex, re.MULTILINE)
-        dataset = dataset.map(lambda row: {"solution": extract_gold(row["solution"], pattern)})
-    if script_args.prompt_template == "none":
-        require_columns(dataset, ["prompt"], where="prompt_template='none'")
-        return dataset
-    require_columns(dataset, [script_args.problem_column], where=f"prompt_template={script_args.prompt_template!r}")
-
-    def make(problem: str):
-        if script_args.prompt_template == "r1_zero":
-            return R1_ZERO_TEMPLATE.format(problem=problem)
-        return [{"role": "system", "content": R1_ZERO_SYSTEM_PROMPT}, {"role": "user", "content": problem}]
-
-    column = script_args.problem_column
-    return dataset.map(
-        lambda row: {"prompt": make(row[column])},
-        remove_columns=["prompt"] if "prompt" in dataset.column_names else None,
-    )
-
-
-def extract_gold(solution: str, pattern: re.Pattern) -> str:
-    """The first capture group of the last match of `pattern` in `solution`; the whole text when none matches."""
-    matches = list(pattern.finditer(solution))
-    return matches[-1].group(1).strip() if matches else solution
-
-
 EVALUATION_TITLES = {
     "heldout": "Held-out test split:",
     "ood": "Out of distribution (more addends than any training problem):",
 }
 
 
-def heldout_metrics(model, tokenizer, dataset, script_args, training_args) -> dict:
-    """R1's signals on the held-out split (accuracy, format, language consistency, length, reflection rate) under
-    greedy decoding, and pass@1 under R1's protocol."""
-    return evaluate_protocols(
-        model,
-        tokenizer,
-        dataset.select(range(min(len(dataset), script_args.eval_max_samples))),
-        max_new_tokens=training_args.max_completion_length,
-        r1_samples=script_args.eval_r1_samples,
-        seed=training_args.seed,  # a run's sampling noise is part of its seed's outcome
-        reflection_phrases=training_args.reflection_phrases,
-    )
+def heldout_evaluations(dataset: dict, script_args: GRPOScriptArguments) -> dict:
+    """The held-out splits measured before and after training, by name (`EVALUATION_TITLES`), each cut to its first
+    `eval_max_samples` problems: the test split, and the out-of-distribution one where the dataset has it."""
+    if script_args.dataset_test_split not in dataset:
+        raise ValueError(
+            f"eval_heldout needs a '{script_args.dataset_test_split}' split, but the dataset has {list(dataset)}. "
+            "Set --dataset_test_split or --eval_heldout false."
+        )
+    names = {"heldout": script_args.dataset_test_split}
+    if script_args.eval_ood_split and script_args.eval_ood_split in dataset:
+        names["ood"] = script_args.eval_ood_split
+    return {
+        name: dataset[split].select(range(min(len(dataset[split]), script_args.eval_max_samples)))
+        for name, split in names.items()
+    }
 
 
 def main(script_args, training_args, model_args):
-    set_seed(training_args.seed)
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
-    )
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    set_up_stage(training_args)
 
     # Data
     builtin = {
@@ -199,16 +118,14 @@ def main(script_args, training_args, model_args):
     dataset = load_any_dataset(script_args.dataset_name, script_args.dataset_config, builtin_kwargs=builtin)
     dataset = {split: build_prompts(dataset[split], script_args) for split in dataset}
     train_dataset = dataset[script_args.dataset_train_split]
-    test_dataset = dataset.get(script_args.dataset_test_split)
-    if script_args.eval_heldout and test_dataset is None:
-        raise ValueError(
-            f"eval_heldout needs a '{script_args.dataset_test_split}' split, but the dataset has {list(dataset)}. "
-            "Set --dataset_test_split or --eval_heldout false."
-        )
-    # name of the evaluation -> split: `heldout` (the test split), and `ood` where the dataset has one
-    evaluations = {"heldout": test_dataset}
-    if script_args.eval_ood_split and script_args.eval_ood_split in dataset:
-        evaluations["ood"] = dataset[script_args.eval_ood_split]
+    # name of the evaluation -> its problems: `heldout` (the test split), and `ood` where the dataset has one
+    evaluations = heldout_evaluations(dataset, script_args) if script_args.eval_heldout else {}
+    protocol = {
+        "max_new_tokens": training_args.max_completion_length,
+        "r1_samples": script_args.eval_r1_samples,
+        "seed": training_args.seed,  # a run's sampling noise is part of its seed's outcome
+        "reflection_phrases": training_args.reflection_phrases,
+    }
 
     # Model (the shipped tiny base unless a model is named)
     model_args.model_name_or_path = model_args.model_name_or_path or str(TINY_BASE)
@@ -236,34 +153,22 @@ def main(script_args, training_args, model_args):
     )
 
     # Held-out tables, before (kept on disk so a resumed run compares against the true start)
-    checkpoint = resume_checkpoint(training_args)
     before = {}
-    if script_args.eval_heldout and trainer.accelerator.is_main_process:
+    if trainer.accelerator.is_main_process:
         for name, split in evaluations.items():
-            path = os.path.join(training_args.output_dir, f"{name}_before.json")
-            if os.path.exists(path):
-                with open(path) as f:
-                    before[name] = json.load(f)
-            else:
-                before[name] = heldout_metrics(trainer.model, tokenizer, split, script_args, training_args)
-                os.makedirs(training_args.output_dir, exist_ok=True)
-                with open(path, "w") as f:
-                    json.dump(before[name], f, indent=2)
+            measure = partial(heldout_metrics, trainer, tokenizer, split, **protocol)
+            before[name] = measured_before(training_args.output_dir, f"{name}_before", measure)
 
     # Train
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
+    train_stage(trainer, training_args)
 
     # Held-out tables, after; plots
     after = None
     if script_args.eval_heldout and trainer.accelerator.is_main_process:
         after = {}
         for name, split in evaluations.items():
-            after[name] = heldout_metrics(trainer.model, tokenizer, split, script_args, training_args)
-            with open(os.path.join(training_args.output_dir, f"{name}_after.json"), "w") as f:
-                json.dump(after[name], f, indent=2)
+            after[name] = heldout_metrics(trainer, tokenizer, split, **protocol)
+            save_heldout(training_args.output_dir, f"{name}_after", after[name])
             print(EVALUATION_TITLES[name])
             print(format_comparison_table(before[name], after[name]))
         print(

@@ -25,7 +25,7 @@ to redo it); a stage that failed runs again and its recipe resumes from the last
 
 After each stage that yields a policy, and for the base, the model answers the held-out problems (greedy decoding,
 or `eval.samples_per_problem` samples each at `eval.temperature` when `eval.greedy` is false) and is scored with the
-project's rewards (`recipes.evaluation`; accuracy with its standard error); the scores are cached in
+project's rewards (`recipes.lib.evaluation`; accuracy with its standard error); the scores are cached in
 `<output_dir>/eval`.
 The pipeline ends with `results.json`, `results.md` (one row per stage: accuracy, format compliance, language
 consistency, mean completion length, reflection rate) and `plots/stages.png`.
@@ -50,10 +50,13 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from recipes import distill, general_data, grpo, rejection_sampling, reward_model, sft
-from recipes.common import BUILTIN_DATASET, CONFIGS_DIR, TINY_BASE, parse_recipe_args
-from recipes.evaluation import evaluate_protocols, format_metric
-from recipes.plots import plot_stage_metrics
-from recipes.sft import SFTScriptArguments, load_heldout
+from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args
+from recipes.lib.data import BUILTIN_DATASET
+from recipes.lib.evaluation import evaluate_protocols, format_metric
+from recipes.lib.heldout import HeldoutArguments, load_heldout
+from recipes.lib.plots import plot_stage_metrics
+from recipes.lib.prompts import PROMPT_TEMPLATES
+from recipes.lib.stage import LOG_FORMAT
 
 logger = logging.getLogger(__name__)
 
@@ -114,9 +117,9 @@ RECIPES = {
         "recipes/rejection_sampling.py", rejection_sampling.parse_args, rejection_sampling.main, False, "hub_dataset_id"
     ),
     "general_data": Recipe(
-        "-m recipes.general_data",
+        "recipes/general_data.py",
         lambda argv: (general_data.make_parser().parse_args(argv),),
-        general_data.write_dataset,
+        general_data.main,
         False,
         None,
         loads_models=False,
@@ -141,8 +144,8 @@ class StageSpec:
     def __post_init__(self):
         if self.recipe not in RECIPES:
             raise ValueError(f"Stage {self.name!r}: unknown recipe {self.recipe!r}; choose one of {sorted(RECIPES)}.")
-        if self.eval_prompt_template not in grpo.PROMPT_TEMPLATES:
-            raise ValueError(f"Stage {self.name!r}: eval_prompt_template must be one of {grpo.PROMPT_TEMPLATES}.")
+        if self.eval_prompt_template not in PROMPT_TEMPLATES:
+            raise ValueError(f"Stage {self.name!r}: eval_prompt_template must be one of {PROMPT_TEMPLATES}.")
         if "output_dir" in self.args:
             raise ValueError(
                 f"Stage {self.name!r}: leave output_dir out of args; the stage writes <output_dir>/{self.name}."
@@ -304,11 +307,11 @@ def run_stage(config: PipelineConfig, stage: StageSpec) -> None:
 
 
 def heldout_problems(settings: EvalSettings, split: str, prompt_template: str):
-    """The problems of `split`, with prompts built as `prompt_template` says (the SFT recipe's loader)."""
+    """The problems of `split`, with prompts built as `prompt_template` says (the loader of every stage's held-out
+    measurement)."""
     return load_heldout(
-        SFTScriptArguments(
+        HeldoutArguments(
             eval_dataset_name=settings.dataset_name,
-            dataset_test_split=split,
             builtin_seed=settings.builtin_seed,
             builtin_test_size=settings.builtin_test_size,
             eval_max_samples=settings.max_samples,
@@ -316,7 +319,8 @@ def heldout_problems(settings: EvalSettings, split: str, prompt_template: str):
             problem_column=settings.problem_column,
             solution_column=settings.solution_column,
             gold_answer_regex=settings.gold_answer_regex,
-        )
+        ),
+        split,
     )
 
 
@@ -433,7 +437,7 @@ def run_pipeline(config: PipelineConfig) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="Pipeline YAML (default: the embedded tiny one).")
     parser.add_argument("--output_dir", help="Override the YAML's output folder.")
@@ -447,9 +451,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         choices=["true", "false"],
         help="Run model folders' own code, in every stage and measurement (default: the YAML's, else false).",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = make_parser().parse_args(argv)
     trust = None if args.trust_remote_code is None else args.trust_remote_code == "true"
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.basicConfig(format=LOG_FORMAT, level=logging.INFO)
     return run_pipeline(
         load_config(
             args.config,

@@ -6,9 +6,9 @@
 
 With no `--config`, `recipes/configs/pretrain_tiny.yaml` is used; flags override the YAML. The recipe
 
-1. writes the persona corpus of the built-in task (`recipes.task.make_corpus`): R1-Zero prompts completed by
+1. writes the persona corpus of the built-in task (`recipes.lib.task.make_corpus`): R1-Zero prompts completed by
    careful, reflective, language-mixing, hasty and format-breaking writers at fixed rates, plus arithmetic drills
-   (`recipes.task.make_drills`) from which the model learns to add;
+   (`recipes.lib.task.make_drills`) from which the model learns to add;
 2. trains a byte-level BPE tokenizer on it (digits one token each, R1's tags one token each, a chat template);
 3. builds a DeepseekMini from a preset (MLA, DeepSeekMoE with a shared expert and routed experts balanced by the
    auxiliary-loss-free bias update, multi-token prediction of depth 1) and trains it with the HF Trainer on the
@@ -26,17 +26,17 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import transformers
 from datasets import Dataset, concatenate_datasets
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerFast, Trainer, TrainingArguments, set_seed
+from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerFast, Trainer, TrainingArguments
 from trl import TrlParser
 
 from modeling_deepseek_mini import DeepseekMiniConfig, DeepseekMiniForCausalLM, ExpertBiasUpdateCallback
-from recipes.common import CONFIGS_DIR, parse_recipe_args, write_stage_card
-from recipes.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
-from recipes.evaluation import evaluate_protocols
-from recipes.task import CHAT_TEMPLATE, PERSONA_RATES, REASONING_TAGS, make_corpus, make_drills, make_splits
+from recipes.lib.cli import CONFIGS_DIR, parse_recipe_args
+from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
+from recipes.lib.evaluation import evaluate_protocols
+from recipes.lib.stage import set_up_stage, write_stage_card
+from recipes.lib.task import CHAT_TEMPLATE, PERSONA_RATES, REASONING_TAGS, make_corpus, make_drills, make_splits
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ EOS_TOKEN, PAD_TOKEN = "<|end_of_text|>", "<|pad|>"
 class PretrainScriptArguments:
     """Corpus, tokenizer, model shape and final evaluation of the pretraining recipe."""
 
-    corpus_seed: int = field(default=0, metadata={"help": "Seed of the persona corpus (recipes/task.py)."})
+    corpus_seed: int = field(default=0, metadata={"help": "Seed of the persona corpus (recipes/lib/task.py)."})
     corpus_size: int = field(default=40000, metadata={"help": "Persona documents (R1-Zero prompt + completion)."})
     drill_docs: int = field(
         default=10000,
@@ -117,7 +117,7 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTo
     other merges may cross spaces (no split into words first), so the fixed R1-Zero instruction, which opens every
     prompt, becomes about twenty tokens instead of ninety-five and the compute goes to the problem and the reasoning;
     R1's tags are single, non-special tokens (so decoding with `skip_special_tokens=True` keeps them); the
-    end-of-text and padding tokens are special. The chat template is `recipes.task.CHAT_TEMPLATE`.
+    end-of-text and padding tokens are special. The chat template is `recipes.lib.task.CHAT_TEMPLATE`.
     """
     tags = re.compile("|".join(re.escape(tag) for tag in REASONING_TAGS))
     tokenizer = Tokenizer(models.BPE())
@@ -171,11 +171,7 @@ def build_model(tokenizer, preset: str, overrides: dict) -> DeepseekMiniForCausa
 
 
 def main(script_args: PretrainScriptArguments, training_args: TrainingArguments):
-    set_seed(training_args.seed)
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
-    )
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    set_up_stage(training_args)
     start = time.time()
 
     # Data and tokenizer
@@ -232,7 +228,7 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments)
         output_dir,
         stage="pretrain",
         parent="(random initialisation)",
-        dataset=f"recipes.task.make_corpus(seed={script_args.corpus_seed}, n_docs={script_args.corpus_size}) + "
+        dataset=f"recipes.lib.task.make_corpus(seed={script_args.corpus_seed}, n_docs={script_args.corpus_size}) + "
         f"make_drills(seed={script_args.corpus_seed}, n_docs={script_args.drill_docs})",
         hyperparameters={
             "model_preset": script_args.model_preset,

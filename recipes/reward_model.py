@@ -9,35 +9,26 @@ The model is an `AutoModelForSequenceClassification` with one output (the reward
 (`tokenizer_name_or_path`, by default the one the project ships). The data are preference pairs (`chosen`,
 `rejected`, optionally an explicit `prompt`), conversational or plain text, as RewardTrainer reads them.
 
-With `dataset_name: builtin` the pairs are generated (`recipes.general_data.make_preference_splits`): helpful, polite,
-on-topic answers to everyday questions preferred over off-topic, rude or empty ones, some seen whole and some as
-their summary after `</think>`. The held-out pairs ask about subjects no training pair mentions; the pairwise accuracy
-on them (overall and per kind of bad answer) goes to the model card and `stage.json`.
+With `dataset_name: builtin` the pairs are generated (`recipes.lib.general_chat.make_preference_splits`): helpful,
+polite, on-topic answers to everyday questions preferred over off-topic, rude or empty ones, some seen whole and some
+as their summary after `</think>`. The held-out pairs ask about subjects no training pair mentions; the pairwise
+accuracy on them (overall and per kind of bad answer) goes to the model card and `stage.json`.
 """
 
 import logging
 from dataclasses import dataclass, field
 
 import torch
-import transformers
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from trl import ModelConfig, RewardConfig, RewardTrainer, ScriptArguments, TrlParser, get_peft_config
 from trl.data_utils import is_conversational
 
-from recipes.checkpoints import resume_checkpoint
-from recipes.common import (
-    BUILTIN_DATASET,
-    CONFIGS_DIR,
-    TINY_BASE,
-    TINY_CAUSAL_LM_PRESETS,
-    config_from_preset,
-    finish_stage,
-    load_any_dataset,
-    parse_recipe_args,
-    require_columns,
-)
-from recipes.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
-from recipes.general_data import make_preference_splits
+from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args
+from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, require_columns
+from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
+from recipes.lib.general_chat import make_preference_splits
+from recipes.lib.presets import TINY_CAUSAL_LM_PRESETS, config_from_preset
+from recipes.lib.stage import finish_stage, set_up_stage, train_stage
 
 logger = logging.getLogger(__name__)
 
@@ -157,11 +148,7 @@ def pairwise_accuracy(model, tokenizer, dataset, kind_column: str) -> dict:
 
 
 def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, model_args: ModelConfig):
-    set_seed(training_args.seed)
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
-    )
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    set_up_stage(training_args)
 
     # Data
     dataset = load_preferences(script_args)
@@ -191,10 +178,7 @@ def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, m
     )
 
     # Train
-    train_result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
+    train_stage(trainer, training_args)
 
     # Held-out pairwise accuracy
     metrics = (

@@ -77,8 +77,8 @@ def build_offline_chat_tokenizer(vocab_size: int = 384):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from recipes.general_data import make_general_chat
-    from recipes.task import CHAT_TEMPLATE, REASONING_TAGS, make_corpus
+    from recipes.lib.general_chat import make_general_chat
+    from recipes.lib.task import CHAT_TEMPLATE, REASONING_TAGS, make_corpus
 
     corpus = list(make_corpus(seed=0, n_docs=200)["text"])
     corpus += [m["content"] for row in make_general_chat(100, seed=0)["messages"] for m in row]

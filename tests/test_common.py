@@ -5,8 +5,8 @@ import json
 import pytest
 from datasets import Dataset, DatasetDict
 
-from recipes.checkpoints import resume_checkpoint
-from recipes.common import BUILTIN_DATASET, load_any_dataset, require_columns
+from recipes.lib.checkpoints import resume_checkpoint
+from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, require_columns
 
 ROWS = [{"problem": "What is 1 + 2?", "solution": "3"}, {"problem": "What is 2 + 2?", "solution": "4"}]
 
@@ -61,7 +61,7 @@ def test_resume_skips_a_checkpoint_killed_while_saving(tmp_path):
 @pytest.mark.parametrize("flags", [["--gradient_checkpointing", "true"], ["--gradient_checkpointing=true"]])
 def test_deprecated_checkpointing_flag_still_wins_over_the_yaml(flags):
     """The shipped YAMLs set `activation_checkpointing: false`; transformers would let it silently beat the old flag."""
-    from recipes.common import parse_recipe_args
+    from recipes.lib.cli import parse_recipe_args
     from recipes.sft import DEFAULT_CONFIG, make_parser
 
     _, training_args, _ = parse_recipe_args(make_parser(), DEFAULT_CONFIG, flags)

@@ -8,9 +8,9 @@ import torch
 from datasets import DatasetDict, load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from recipes.common import TINY_BASE, parse_recipe_args
 from recipes.distill import DEFAULT_CONFIG, check_shared_vocabulary, main, make_parser
-from recipes.sft import make_cold_start
+from recipes.lib.cli import TINY_BASE, parse_recipe_args
+from recipes.lib.task import make_cold_start
 
 
 def parse(tmp_path, *argv):

@@ -1,11 +1,11 @@
-"""recipes/evaluation.py: the held-out metrics on hand-written completions, batched generation, the table."""
+"""recipes/lib/evaluation.py: the held-out metrics on hand-written completions, batched generation, the table."""
 
 import math
 
 import pytest
 import torch
 
-from recipes.evaluation import (
+from recipes.lib.evaluation import (
     evaluate_heldout,
     evaluate_protocols,
     format_comparison_table,
@@ -13,7 +13,7 @@ from recipes.evaluation import (
     is_reflective,
     score_completions,
 )
-from recipes.task import make_prompt, make_splits
+from recipes.lib.task import make_prompt, make_splits
 
 PROBLEM = "What is 7 + 5 + 9?"
 CORRECT = "<think>\nLet me add.\n7 + 5 = 12\n12 + 9 = 21\n</think>\n<answer>\n21\n</answer>"
@@ -122,8 +122,8 @@ class ScriptedLM(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def tokenizer():
+    from recipes.lib.task import make_corpus
     from recipes.pretrain import build_tokenizer
-    from recipes.task import make_corpus
 
     return build_tokenizer(make_corpus(seed=0, n_docs=200)["text"])
 

@@ -7,8 +7,8 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from modeling_deepseek_mini import DeepseekMiniConfig, DeepseekMiniForCausalLM
-from recipes.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
-from recipes.task import make_splits
+from recipes.lib.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
+from recipes.lib.task import make_splits
 
 
 def text_length(completions, **kwargs) -> list[float]:
@@ -209,6 +209,6 @@ def test_missing_column_fails_before_training(tmp_path, task, tokenizer):
 
 def test_reward_params_for_unlisted_reward_fail(tmp_path):
     with pytest.raises(ValueError, match="cosine"):
-        from recipes.grpo_trainer import resolve_reward_funcs
+        from recipes.lib.grpo_trainer import resolve_reward_funcs
 
         resolve_reward_funcs(["accuracy"], {"cosine": {"max_len": 10}})

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recipes.common import ACCELERATE_DIR, CONFIGS_DIR, TINY_BASE
+from recipes.lib.cli import ACCELERATE_DIR, CONFIGS_DIR, TINY_BASE
 
 ROOT = Path(__file__).resolve().parents[1]
 GRPO = str(ROOT / "recipes" / "grpo.py")
@@ -48,8 +48,8 @@ def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("config", sorted(CONFIGS_DIR.glob("grpo_*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_parse(config):
-    from recipes.common import parse_recipe_args
     from recipes.grpo import DEFAULT_CONFIG, make_parser
+    from recipes.lib.cli import parse_recipe_args
 
     script_args, training_args, model_args = parse_recipe_args(make_parser(), DEFAULT_CONFIG, ["--config", str(config)])
     assert script_args.reward_funcs and training_args.output_dir

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes.common import ACCELERATE_DIR
+from recipes.lib.cli import ACCELERATE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = str(ROOT / "tests" / "workers" / "launch_modes.py")
@@ -129,7 +129,7 @@ def test_two_processes(two_processes, cell):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# The shared set-up every recipe's trainer gets (recipes/data_parallel.py), without launching anything
+# The shared set-up every recipe's trainer gets (recipes/lib/data_parallel.py), without launching anything
 
 
 def training_args(**overrides):
@@ -139,7 +139,7 @@ def training_args(**overrides):
 
 
 def test_unreached_parameters_are_tolerated_with_checkpointing_on_and_off():
-    from recipes.data_parallel import tolerate_unreached_parameters
+    from recipes.lib.data_parallel import tolerate_unreached_parameters
 
     for checkpointing in (True, False):
         args = tolerate_unreached_parameters(training_args(activation_checkpointing=checkpointing))
@@ -151,14 +151,14 @@ def test_unreached_parameters_are_tolerated_with_checkpointing_on_and_off():
 
 
 def test_explicit_ddp_and_checkpointing_choices_are_kept(caplog):
-    from recipes.data_parallel import tolerate_unreached_parameters
+    from recipes.lib.data_parallel import tolerate_unreached_parameters
 
     assert (
         tolerate_unreached_parameters(training_args(ddp_find_unused_parameters=False)).ddp_find_unused_parameters
         is False
     )
     reentrant = training_args(activation_checkpointing=True, activation_checkpointing_kwargs={"use_reentrant": True})
-    with caplog.at_level("WARNING", logger="recipes.data_parallel"):
+    with caplog.at_level("WARNING", logger="recipes.lib.data_parallel"):
         args = tolerate_unreached_parameters(reentrant)
     assert args.ddp_find_unused_parameters is None and args.activation_checkpointing_kwargs["use_reentrant"] is True
     assert "{'use_reentrant': false}" in caplog.text
@@ -168,13 +168,13 @@ def test_the_log_names_what_the_loss_never_reached(caplog):
     """A parameter missed at the first step only is named then, not at the end; one never reached is named at both."""
     import torch
 
-    from recipes.data_parallel import UnreachedParametersCallback
+    from recipes.lib.data_parallel import UnreachedParametersCallback
 
     model = torch.nn.ModuleDict(
         {"used": torch.nn.Linear(2, 2), "late": torch.nn.Linear(2, 2), "never": torch.nn.Linear(2, 3)}
     )
     callback = UnreachedParametersCallback()
-    with caplog.at_level("WARNING", logger="recipes.data_parallel"):
+    with caplog.at_level("WARNING", logger="recipes.lib.data_parallel"):
         model["used"](torch.ones(1, 2)).sum().backward()
         callback.on_pre_optimizer_step(None, None, None, model=model)
         assert "did not reach 4 trainable parameter tensors (15 values)" in caplog.text and "late.weight" in caplog.text

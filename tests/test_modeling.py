@@ -11,6 +11,7 @@ from transformers import DeepseekV3Config, DynamicCache
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 import modeling_deepseek_mini.modeling_deepseek_mini as modeling
+import modeling_deepseek_mini.moe_dispatch as moe_dispatch
 from modeling_deepseek_mini import DeepseekMiniConfig, DeepseekMiniForCausalLM, parameter_counts
 
 pytestmark = pytest.mark.canary  # also run against the newest allowed releases (.ci/run)
@@ -227,7 +228,7 @@ def test_experts_dispatch_matches_a_per_token_loop_and_trains(tiny_config, monke
             rows.append(row)
         return torch.stack(rows)
 
-    assert modeling._grouped_mm_supported(x, experts.gate_up_proj.transpose(1, 2))  # the test exercises grouped_mm
+    assert moe_dispatch.grouped_mm_supported(x, experts.gate_up_proj.transpose(1, 2))  # the test exercises grouped_mm
     out = experts(x, indices, weights)
     torch.testing.assert_close(out, per_token(x), atol=1e-5, rtol=1e-5)
     out.pow(2).sum().backward()
@@ -235,12 +236,34 @@ def test_experts_dispatch_matches_a_per_token_loop_and_trains(tiny_config, monke
     assert grouped_grads[0].abs().sum() > 0 and grouped_grads[1].abs().sum() > 0
 
     experts.zero_grad()
-    monkeypatch.setattr(modeling, "_grouped_mm_supported", lambda x, w: False)  # the fallback path
+    monkeypatch.setattr(modeling, "grouped_mm_runs", lambda device, dtype: False)  # the fallback: the reference loop
     fallback = experts(x, indices, weights)
     torch.testing.assert_close(fallback, out, atol=1e-5, rtol=1e-5)
     fallback.pow(2).sum().backward()
     torch.testing.assert_close(experts.gate_up_proj.grad, grouped_grads[0], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(experts.down_proj.grad, grouped_grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_reference_experts_match_grouped_dispatch_in_bfloat16(tiny_config, monkeypatch):
+    """The plain loop over experts and the grouped path agree in bf16 weights with fp32 gating weights, both ways."""
+    config = tiny_config()
+    experts = modeling.DeepseekMiniExperts(config)
+    torch.nn.init.normal_(experts.gate_up_proj, std=0.1)
+    torch.nn.init.normal_(experts.down_proj, std=0.1)
+    experts.to(torch.bfloat16)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(40, config.hidden_size, generator=generator).to(torch.bfloat16).requires_grad_()
+    indices = torch.rand(40, config.n_routed_experts, generator=generator).topk(config.num_experts_per_tok).indices
+    weights = torch.rand(40, config.num_experts_per_tok, generator=generator)
+    grad = torch.randn(40, config.hidden_size, generator=generator).to(torch.bfloat16)
+    grouped = experts(x, indices, weights)
+    grouped_grads = torch.autograd.grad(grouped, (x, experts.gate_up_proj, experts.down_proj), grad)
+    monkeypatch.setattr(modeling, "grouped_mm_runs", lambda device, dtype: False)
+    reference = experts(x, indices, weights)
+    reference_grads = torch.autograd.grad(reference, (x, experts.gate_up_proj, experts.down_proj), grad)
+    assert reference.dtype == grouped.dtype == torch.bfloat16
+    for got, expected in zip((reference, *reference_grads), (grouped, *grouped_grads)):  # bf16 rounding apart
+        assert ((got - expected).float().norm() / expected.float().norm()).item() < 1e-2
 
 
 def routed_experts_case(dtype: torch.dtype, N: int = 6, K: int = 2, E: int = 4, d: int = 8, inter: int = 4):
@@ -272,16 +295,27 @@ def routed_experts_by_autograd(x, weights, gate_up_proj, down_proj, indices):
 
 
 def test_routed_experts_backward_matches_autograd_in_float64():
-    """The lean backward's gradients (input, gating weights, both projections) against finite differences."""
+    """The module's gradients in float64 (its reference loop) against finite differences."""
     dispatched, leaves, _ = routed_experts_case(torch.float64)
-    assert not modeling._grouped_mm_supported(leaves[0], leaves[2])  # float64 takes the per-expert path
+    assert not moe_dispatch.grouped_mm_supported(leaves[0], leaves[2])  # float64 takes the per-expert path
+    assert torch.autograd.gradcheck(dispatched, leaves)
+
+
+def test_grouped_dispatch_backward_matches_finite_differences_in_float64():
+    """The lean backward itself (moe_dispatch.routed_experts; in float64 its grouped GEMMs run one matmul per expert):
+    input, gating weights and both projections against finite differences, with an expert that gets no token."""
+    _, leaves, indices = routed_experts_case(torch.float64)
+
+    def dispatched(x, weights, gate_up_proj, down_proj):
+        return moe_dispatch.routed_experts(x, indices, weights, gate_up_proj, down_proj, F.silu)
+
     assert torch.autograd.gradcheck(dispatched, leaves)
 
 
 def test_routed_experts_backward_matches_autograd_with_grouped_mm():
     """The grouped-GEMM path (fp32) against plain autograd on the same function, every gradient."""
     dispatched, leaves, indices = routed_experts_case(torch.float32)
-    assert modeling._grouped_mm_supported(leaves[0], leaves[2].transpose(1, 2))
+    assert moe_dispatch.grouped_mm_supported(leaves[0], leaves[2].transpose(1, 2))
     grad = torch.randn(leaves[0].shape, generator=torch.Generator().manual_seed(1))
     ours = dispatched(*leaves)
     ours_grads = torch.autograd.grad(ours, leaves, grad)

@@ -13,7 +13,7 @@ from huggingface_hub import HfApi
 from transformers import Trainer
 
 from recipes import pipeline
-from recipes.common import CONFIGS_DIR, TINY_BASE
+from recipes.lib.cli import CONFIGS_DIR, TINY_BASE
 from recipes.pipeline import (
     DEFAULT_CONFIG,
     DONE_MARKER,

@@ -8,9 +8,10 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 import modeling_deepseek_mini
-from recipes.common import CONFIGS_DIR, TINY_BASE
+from recipes.lib.assets import shipped_checkpoints
+from recipes.lib.cli import CONFIGS_DIR, TINY_BASE
+from recipes.lib.task import R1_ZERO_SYSTEM_PROMPT, REASONING_TAGS, make_corpus, make_prompt
 from recipes.pretrain import PretrainScriptArguments, build_tokenizer, main, make_parser
-from recipes.task import R1_ZERO_SYSTEM_PROMPT, REASONING_TAGS, make_corpus, make_prompt
 
 MICRO_MODEL = {"hidden_size": 32, "intermediate_size": 64, "moe_intermediate_size": 16, "num_hidden_layers": 2}
 
@@ -126,8 +127,13 @@ def test_micro_pretraining_saves_a_folder_that_auto_classes_load(tmp_path):
     assert out.shape[1] <= prompt["input_ids"].shape[1] + 3
 
 
-def test_shipped_base_carries_the_current_modeling_code():
-    """`trust_remote_code` runs the code inside the folder: the shipped base must hold the package's own files."""
-    package = Path(modeling_deepseek_mini.__file__).parent
-    for name in ("modeling_deepseek_mini.py", "configuration_deepseek_mini.py"):
-        assert (TINY_BASE / name).read_text() == (package / name).read_text(), f"refresh {TINY_BASE / name}"
+def test_shipped_checkpoints_carry_the_current_modeling_code():
+    """`trust_remote_code` runs the code inside the folder: every shipped checkpoint holds exactly the files
+    `save_pretrained` copies from the package, byte for byte (`python recipes/refresh_assets.py` refreshes them)."""
+    files = modeling_deepseek_mini.code_files()
+    assert {"modeling_deepseek_mini.py", "configuration_deepseek_mini.py"} <= {file.name for file in files}
+    assert TINY_BASE in shipped_checkpoints()
+    for folder in shipped_checkpoints():
+        assert sorted(p.name for p in folder.glob("*.py")) == [file.name for file in files], f"refresh {folder}"
+        for file in files:
+            assert (folder / file.name).read_bytes() == file.read_bytes(), f"refresh {folder / file.name}"

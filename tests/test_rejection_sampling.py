@@ -8,15 +8,12 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from recipes.rejection_sampling import (
+from recipes.lib.filters import (
     FILTERS,
-    RejectionSamplingArguments,
     Sample,
-    SamplingConfig,
     apply_filters,
     cap_per_prompt,
     deduplicate,
-    general_count,
     is_correct,
     is_finished,
     is_language_consistent,
@@ -24,9 +21,10 @@ from recipes.rejection_sampling import (
     is_well_formed,
     is_within_length,
     score_samples,
-    to_messages,
 )
-from recipes.task import PERSONAS, R1_ZERO_SYSTEM_PROMPT, problem_text
+from recipes.lib.sampling import RejectionSamplingArguments, SamplingConfig, to_messages
+from recipes.lib.task import PERSONAS, R1_ZERO_SYSTEM_PROMPT, problem_text
+from recipes.rejection_sampling import general_count
 
 NUMBERS = (7, 5, 9)
 PROMPT = [{"role": "system", "content": R1_ZERO_SYSTEM_PROMPT}, {"role": "user", "content": problem_text(NUMBERS)}]
@@ -198,7 +196,7 @@ def test_general_count_makes_the_requested_share(n_reasoning, ratio, expected):
 def test_transformers_sampling_gives_k_samples_per_prompt_with_finish_flags(tiny_causal_lm_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from recipes.rejection_sampling import sample_with_transformers
+    from recipes.lib.sampling import sample_with_transformers
 
     path = tiny_causal_lm_path("qwen2")
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)

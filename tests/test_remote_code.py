@@ -15,6 +15,7 @@ import torch
 from bare_env import bare_env, package_version
 from packaging.requirements import Requirement
 
+from modeling_deepseek_mini import code_files
 from modeling_deepseek_mini.configuration_deepseek_mini import MIN_TRANSFORMERS_VERSION, check_transformers_version
 
 pytestmark = pytest.mark.canary  # also run against the newest allowed releases (.ci/run)
@@ -121,6 +122,8 @@ def test_saved_checkpoint_loads_with_trust_remote_code_without_the_project(saved
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_deepseek_mini.DeepseekMiniForCausalLM"
     assert (checkpoint / "modeling_deepseek_mini.py").exists()
     assert (checkpoint / "configuration_deepseek_mini.py").exists()
+    for file in code_files():  # the siblings the modeling file imports relatively travel with it
+        assert (checkpoint / file.name).read_bytes() == file.read_bytes(), file.name
     assert_same_outputs(load_in_child(sys.executable, checkpoint, inputs, tmp_path), model, inputs)
 
 

@@ -15,9 +15,10 @@ import torch
 from datasets import DatasetDict
 from safetensors.torch import save_file
 
-from recipes.checkpoints import DamagedCheckpointError, checkpoint_damage, resume_checkpoint
-from recipes.common import parse_recipe_args
-from recipes.sft import DEFAULT_CONFIG, main, make_cold_start, make_parser
+from recipes.lib.checkpoints import DamagedCheckpointError, checkpoint_damage, resume_checkpoint
+from recipes.lib.cli import parse_recipe_args
+from recipes.lib.task import make_cold_start
+from recipes.sft import DEFAULT_CONFIG, main, make_parser
 
 # ----------------------------------------------------------------------------------------------------------------
 # The checker, on hand-made files
@@ -122,7 +123,7 @@ def test_resume_skips_damaged_checkpoints_for_the_newest_intact_one(tmp_path, ca
         write_checkpoint(tmp_path / f"checkpoint-{step}", step)
     truncate_past_header(tmp_path / "checkpoint-6" / "model.safetensors")
     (tmp_path / "checkpoint-4" / "trainer_state.json").write_text("{")
-    with caplog.at_level(logging.WARNING, logger="recipes.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="recipes.lib.checkpoints"):
         assert resume_checkpoint(Args(tmp_path)) == str(tmp_path / "checkpoint-2")
     assert "checkpoint-6/model.safetensors: cannot be read as safetensors" in caplog.text
     assert "checkpoint-4/trainer_state.json: not valid JSON" in caplog.text
@@ -198,7 +199,7 @@ def run_copy(sft_run, tmp_path):
 def test_a_run_resumes_past_a_damaged_newest_checkpoint_and_finishes(run_copy, resumed_from, caplog, damage, named):
     model, data, out = run_copy
     damage(out / "checkpoint-2")
-    with caplog.at_level(logging.WARNING, logger="recipes.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="recipes.lib.checkpoints"):
         trainer = main(*sft_args(out, model, data, 3))
     assert named in caplog.text
     assert resumed_from == [str(out / "checkpoint-1")]

@@ -7,7 +7,7 @@ import math
 import pytest
 
 import rewards
-from recipes.general_data import (
+from recipes.lib.general_chat import (
     FACTS,
     REJECTION_KINDS,
     fact_split,
@@ -69,7 +69,7 @@ def test_all_scenario_splits_can_be_all_one_scenario(share, scenarios):
 
 
 def run_recipe(tmp_path, *overrides):
-    from recipes.common import parse_recipe_args
+    from recipes.lib.cli import parse_recipe_args
     from recipes.reward_model import DEFAULT_CONFIG, main, make_parser
 
     argv = [
@@ -122,7 +122,7 @@ def test_a_dataset_without_pairs_fails_before_training(tmp_path):
 
 
 def test_the_reward_model_config_parses():
-    from recipes.common import parse_recipe_args
+    from recipes.lib.cli import parse_recipe_args
     from recipes.reward_model import DEFAULT_CONFIG, make_parser
 
     script_args, _, model_args = parse_recipe_args(make_parser(), DEFAULT_CONFIG, [])

@@ -36,7 +36,7 @@ def reward_model_path(tmp_path_factory, offline_chat_tokenizer_path):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from recipes.common import config_from_preset
+    from recipes.lib.presets import config_from_preset
 
     tokenizer = AutoTokenizer.from_pretrained(offline_chat_tokenizer_path)
     torch.manual_seed(0)

@@ -10,8 +10,10 @@ from transformers import AutoConfig, AutoTokenizer
 from trl import SFTConfig
 
 import rewards
-from recipes.common import parse_recipe_args
-from recipes.sft import DEFAULT_CONFIG, check_sft_data, main, make_cold_start, make_parser, make_sft_trainer
+from recipes.lib.cli import parse_recipe_args
+from recipes.lib.sft_trainer import check_sft_data, make_sft_trainer
+from recipes.lib.task import make_cold_start
+from recipes.sft import DEFAULT_CONFIG, main, make_parser
 
 
 def parse(*argv):

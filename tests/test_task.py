@@ -7,8 +7,8 @@ import re
 import pytest
 import yaml
 
-from recipes.common import CONFIGS_DIR, TINY_BASE
-from recipes.task import (
+from recipes.lib.cli import CONFIGS_DIR, TINY_BASE
+from recipes.lib.task import (
     OOD_TERMS,
     PERSONA_RATES,
     PERSONAS,
@@ -124,7 +124,7 @@ def test_no_evaluation_problem_is_pretrained_or_trained_on_even_reordered():
     config = yaml.safe_load((CONFIGS_DIR / "pretrain_tiny.yaml").read_text())
     seed, n_docs, n_drills = config["corpus_seed"], config["corpus_size"], config["drill_docs"]
     stage = json.loads((TINY_BASE / "stage.json").read_text())
-    assert stage["dataset"] == f"recipes.task.make_corpus(seed={seed}, n_docs={n_docs}) + " + (
+    assert stage["dataset"] == f"recipes.lib.task.make_corpus(seed={seed}, n_docs={n_docs}) + " + (
         f"make_drills(seed={seed}, n_docs={n_drills})"
     )  # the shipped base was pretrained on exactly this corpus
     splits = make_splits(seed=0, n_train=4000, n_test=500)

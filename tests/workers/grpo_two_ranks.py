@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
 from modeling_deepseek_mini import DeepseekMiniConfig, DeepseekMiniForCausalLM
-from recipes.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
-from recipes.task import make_splits
+from recipes.lib.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
+from recipes.lib.task import make_splits
 
 tokenizer_path, output_dir = sys.argv[1], sys.argv[2]
 tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)

@@ -23,7 +23,7 @@ import transformers
 from datasets import Dataset
 
 from recipes import pretrain
-from recipes.common import parse_recipe_args
+from recipes.lib.cli import parse_recipe_args
 from recipes.pipeline import RECIPES
 
 MAX_STEPS = 2

@@ -2,7 +2,9 @@
 
 Read top to bottom: RMSNorm, rotary embeddings (with YaRN), multi-head latent attention, the gate, the stacked experts,
 the MoE layer, the dense MLP, the decoder layer, the multi-token-prediction module, then the Hugging Face classes
-(pre-trained base, backbone, causal LM).
+(pre-trained base, backbone, causal LM). Two sibling files, imported relatively and copied into every checkpoint with
+this one, hold the machinery: moe_dispatch.py (the experts' grouped-GEMM path and its backward) and checkpoint_keys.py
+(per-expert keys on disk, stacked in memory).
 
 What transformers' DeepseekV3 does not do and this file does:
 - the cache holds only the latent `c_kv` and the RoPE key `k_pe` (kv_lora_rank + qk_rope_head_dim values per token per
@@ -25,14 +27,14 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.conversion_mapping import register_checkpoint_conversion_mapping
-from transformers.core_model_loading import Concatenate, MergeModulelist, WeightConverter
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import can_return_tuple
 
+from .checkpoint_keys import register_per_expert_conversion, stack_per_expert_keys
 from .configuration_deepseek_mini import DeepseekMiniConfig
+from .moe_dispatch import compute_dtype, grouped_mm_runs, routed_experts
 
 # transformers 5.24 renamed the cache from `past_key_values` to `cache`: in `forward`, in the mask helpers and in the
 # model outputs (the old names warn until 5.40). This file runs under whatever transformers loads a checkpoint, so it
@@ -319,121 +321,13 @@ class DeepseekMiniGate(nn.Module):
         return self
 
 
-def _grouped_mm_supported(x: torch.Tensor, w: torch.Tensor) -> bool:
-    """torch's grouped GEMM runs on CPU (fp32/bf16/fp16, 16-byte aligned data and strides) and, in bf16, on CUDA
-    from sm80."""
-    if not hasattr(F, "grouped_mm"):
-        return False
-    if x.device.type == "cuda":
-        return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device) >= (8, 0)
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        return False
-
-    def aligned(t: torch.Tensor) -> bool:
-        strides_ok = all(stride * t.element_size() % 16 == 0 for stride in t.stride() if stride != 1)
-        return t.data_ptr() % 16 == 0 and strides_ok
-
-    return aligned(x) and aligned(w)
-
-
-def grouped_mm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Grouped GEMM over groups of rows (offsets[e] = end row of group e), with a per-group fallback.
-
-    a (S, k), b (E, k, n) -> (S, n): each group of rows times its own matrix (an expert's projection);
-    a (k, S), b (S, n) -> (E, k, n): each group's product over its own rows (an expert's weight gradient).
-
-    `F.grouped_mm` reads the offsets on the device, so dispatch needs no host synchronisation; the fallback (old torch,
-    misaligned memory, CUDA below sm80 or outside bf16) runs one matmul per group after reading the offsets once.
-    """
-    if _grouped_mm_supported(a, b):
-        return F.grouped_mm(a, b, offs=offsets)
-    bounds = [0, *offsets.tolist()]
-    groups = [slice(bounds[e], bounds[e + 1]) for e in range(len(bounds) - 1)]
-    if b.dim() == 3:
-        return torch.cat([a[rows] @ b[e] for e, rows in enumerate(groups)])
-    return torch.stack([a[:, rows] @ b[rows] for rows in groups])
-
-
-def gated(act_fn, gate_up: torch.Tensor) -> torch.Tensor:
-    """act(gate) * up from a stacked gate/up projection (S, 2I), gate first -> (S, I)."""
-    gate, up = gate_up.chunk(2, dim=-1)
-    return act_fn(gate) * up
-
-
-class _RoutedExperts(torch.autograd.Function):
-    """y_t = sum over token t's chosen experts e of w_te * down_e(act(gate_e(x_t)) * up_e(x_t)), with a lean backward.
-
-    Inputs: x (N, d); weights (N*K,) the flat gating weights; gate_up_proj (E, 2I, d); down_proj (E, d, I); token and
-    slot (S,), the token and the flat (token, slot) index of each row once the S = N*K rows are sorted by expert;
-    offsets (E,), the end row of each expert; act_fn.
-
-    Autograd on the same forward would keep, per layer, the gathered input (S, d), the gate/up projection (S, 2I),
-    act(gate) and the gated product (S, I), and the expert output (S, d) for the gating-weight gradient. Only the
-    gate/up projection is kept here: the backward gathers the input again from x (which the gate and the shared
-    experts keep anyway), recomputes the activation, and takes the gating-weight gradient <dy, h @ W_down^T> as
-    <dy @ W_down, h>, a product it needs anyway, so the expert output is never stored. No GEMM is added.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weights, gate_up_proj, down_proj, token, slot, offsets, act_fn):
-        device = x.device.type  # grouped_mm ignores autocast: cast to its dtype here
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else gate_up_proj.dtype
-        w_gate_up, w_down = gate_up_proj.to(dtype), down_proj.to(dtype)
-        gate_up = grouped_mm(x[token].to(dtype), w_gate_up.transpose(1, 2), offsets)  # (S, 2I)
-        out = grouped_mm(gated(act_fn, gate_up), w_down.transpose(1, 2), offsets)  # (S, d)
-        out = out * weights[slot, None].to(dtype)
-        ctx.save_for_backward(x, weights, gate_up_proj, down_proj, token, slot, offsets, gate_up)
-        ctx.act_fn = act_fn
-        return torch.zeros_like(x).index_add_(0, token, out.to(x.dtype))  # (N, d)
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, weights, gate_up_proj, down_proj, token, slot, offsets, gate_up = ctx.saved_tensors
-        needs_x, needs_weights, needs_gate_up, needs_down = ctx.needs_input_grad[:4]
-        dtype = gate_up.dtype
-        with torch.enable_grad():
-            gate_up = gate_up.detach().requires_grad_()
-            h = gated(ctx.act_fn, gate_up)  # (S, I), recomputed
-        dy = dy[token].to(dtype)  # (S, d): each row's output gradient, before its gating weight
-        dh = grouped_mm(dy, down_proj.to(dtype), offsets)  # (S, I): dy_s @ W_down[e]
-        w = weights[slot, None].to(dtype)  # (S, 1)
-        d_weights = d_gate_up_proj = d_down_proj = dx = None
-        if needs_weights:  # dL/dw_s = <dy_s, h_s @ W_down[e]^T> = <dy_s @ W_down[e], h_s>
-            d_weights = torch.empty_like(weights).index_copy_(0, slot, (dh * h.detach()).sum(-1).to(weights.dtype))
-        if needs_down:
-            d_down_proj = grouped_mm((dy * w).t(), h.detach(), offsets).to(down_proj.dtype)  # (E, d, I)
-        (d_gate_up,) = torch.autograd.grad(h, gate_up, dh * w)  # (S, 2I)
-        if needs_gate_up:
-            d_gate_up_proj = grouped_mm(d_gate_up.t(), x[token].to(dtype), offsets).to(gate_up_proj.dtype)
-        if needs_x:
-            dx_rows = grouped_mm(d_gate_up, gate_up_proj.to(dtype), offsets)  # (S, d)
-            dx = torch.zeros_like(x).index_add_(0, token, dx_rows.to(x.dtype))
-        return dx, d_weights, d_gate_up_proj, d_down_proj, None, None, None, None
-
-
-def stack_per_expert_keys(module, state_dict, prefix, *args) -> None:
-    """Load-time hook: stack the on-disk per-expert tensors `{prefix}{e}.{gate,up,down}_proj.weight` into the
-    in-memory `gate_up_proj` (E, 2I, d) and `down_proj` (E, d, I), in place in `state_dict`.
-
-    `from_pretrained` converts them itself; a plain `load_state_dict` of a saved file (the HF Trainer resuming from a
-    checkpoint, a user loading `model.safetensors`) goes through this hook. Keys already stacked pass unchanged.
-    """
-    E = module.gate_up_proj.shape[0]
-    names = [f"{prefix}{e}.{proj}_proj.weight" for proj in ("gate", "up", "down") for e in range(E)]
-    if not all(name in state_dict for name in names):
-        return
-    gate, up, down = (
-        [state_dict.pop(f"{prefix}{e}.{proj}_proj.weight") for e in range(E)] for proj in ("gate", "up", "down")
-    )
-    state_dict[f"{prefix}gate_up_proj"] = torch.stack([torch.cat([g, u]) for g, u in zip(gate, up)])  # (E, 2I, d)
-    state_dict[f"{prefix}down_proj"] = torch.stack(down)  # (E, d, I)
-
-
 class DeepseekMiniExperts(nn.Module):
     """All routed experts of one layer, stacked: gate_up_proj (E, 2I, d) (gate rows first) and down_proj (E, d, I).
 
-    Dispatch sorts the (token, slot) pairs by expert and runs two grouped GEMMs, so compute follows the K chosen experts
-    per token, not all E; there is no token dropping and no host synchronisation.
+    `reference` states the sum plainly, a loop over the experts; `forward` computes it by grouped GEMMs over the
+    (token, slot) pairs sorted by expert (moe_dispatch.py), so compute follows the K chosen experts per token, not all
+    E, with no token dropping and no host synchronisation. Where torch has no grouped GEMM for the device and dtype
+    (a torch without `F.grouped_mm`, CUDA below sm80 or outside bf16, float64), `forward` is the reference.
     """
 
     def __init__(self, config: DeepseekMiniConfig):
@@ -446,17 +340,26 @@ class DeepseekMiniExperts(nn.Module):
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """x (N, d), indices/weights (N, K) -> sum_k weights[:, k] * expert_{indices[:, k]}(x), (N, d)."""
-        E, K = self.gate_up_proj.shape[0], indices.shape[1]
-        flat = indices.reshape(-1)  # (N*K,)
-        order = flat.argsort(stable=True)
-        token = order // K  # the token behind each sorted row
-        tokens_per_expert = torch.zeros(E, dtype=torch.long, device=x.device).scatter_add_(
-            0, flat, torch.ones_like(flat)
-        )
-        offsets = tokens_per_expert.cumsum(0).to(torch.int32)
-        return _RoutedExperts.apply(
-            x, weights.reshape(-1), self.gate_up_proj, self.down_proj, token, order, offsets, self.act_fn
-        )
+        if not grouped_mm_runs(x.device, compute_dtype(x, self.gate_up_proj)):
+            return self.reference(x, indices, weights)
+        return routed_experts(x, indices, weights, self.gate_up_proj, self.down_proj, self.act_fn)
+
+    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        """Expert e on its tokens x (n, d): down_e(act(gate_e x) * up_e x) -> (n, d)."""
+        gate, up = (x @ self.gate_up_proj[e].T).chunk(2, dim=-1)  # (n, I) each
+        return (self.act_fn(gate) * up) @ self.down_proj[e].T
+
+    def reference(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The same sum as DeepSeek-V3's inference/model.py writes it: each expert on the tokens that chose it."""
+        y = torch.zeros_like(x)
+        counts = torch.bincount(indices.flatten(), minlength=self.gate_up_proj.shape[0]).tolist()
+        for e, count in enumerate(counts):
+            if count == 0:
+                continue
+            token, slot = torch.where(indices == e)  # (n,) each: the tokens that chose e, and in which slot
+            out = self.expert(e, x[token]) * weights[token, slot, None]  # (n, d)
+            y.index_add_(0, token, out.to(y.dtype))  # y[token] += out, also where a token repeats an expert
+        return y
 
 
 class _CountLoadOnBackward(torch.autograd.Function):
@@ -627,6 +530,31 @@ class DeepseekMiniMTPLayer(DeepseekMiniDecoderLayer):
             h, cos=cos, sin=sin, attention_mask=attention_mask, token_mask=token_mask, return_aux_loss=return_aux_loss
         )
         return self.shared_head.norm(h), aux_loss
+
+
+def mtp_shift(
+    k: int,
+    inputs_embeds: torch.Tensor,
+    position_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    labels: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Depth k's view of a batch of T tokens: the T-k positions i that have a token k steps ahead.
+
+    Position i pairs h^{k-1}_i with Emb(t_{i+k}) and keeps the position (and, packed, the document) of h_i, so a
+    packed document's MTP positions see exactly what they would see alone. Its target is t_{i+k+1}, ignored (-100)
+    past the end, across a document start and where h_i or t_{i+k} is padding.
+    Returns Emb(t_{i+k}) (B, T-k, d), positions (B, T-k), the padding mask (B, T-k) or None, targets (B, T-k).
+    """
+    T = inputs_embeds.shape[1]
+    embeds, positions = inputs_embeds[:, k:], position_ids[:, : T - k]
+    mask = None if attention_mask is None else attention_mask[:, k:] * attention_mask[:, : T - k]
+    targets = F.pad(labels[:, k + 1 :], (0, 1), value=-100)  # target of position i is t_{i+k+1}
+    crosses = F.pad(position_ids[:, k + 1 :] - position_ids[:, : T - k - 1] != k + 1, (0, 1), value=True)
+    targets = targets.masked_fill(crosses, -100)  # packed sequences: never predict across a document start
+    if mask is not None:  # nor from a position whose h_i or t_{i+k} is padding
+        targets = targets.masked_fill(mask == 0, -100)
+    return embeds, positions, mask, targets
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -924,14 +852,11 @@ class DeepseekMiniForCausalLM(DeepseekMiniPreTrainedModel, GenerationMixin):
         for k, layer in enumerate(self.model.mtp_layers, start=1):
             if T - k < 1:
                 break
-            # Position i pairs h^{k-1}_i with Emb(t_{i+k}); it takes the position (and, packed, the document) of h_i,
-            # so a packed document's MTP positions see exactly what they would see alone.
-            h, embeds, positions = h[:, :-1], inputs_embeds[:, k:], position_ids[:, : T - k]  # (B, T-k, *)
-            mask = None if attention_mask is None else attention_mask[:, k:] * attention_mask[:, : T - k]
+            embeds, positions, mask, targets = mtp_shift(k, inputs_embeds, position_ids, attention_mask, labels)
             causal_mask = create_causal_mask(self.config, embeds, mask, None, positions)
             cos, sin = self.model.rotary_emb(embeds, positions)
             h, layer_aux = layer(
-                h,
+                h[:, :-1],
                 embeds,
                 cos=cos,
                 sin=sin,
@@ -941,11 +866,6 @@ class DeepseekMiniForCausalLM(DeepseekMiniPreTrainedModel, GenerationMixin):
             )
             if layer_aux is not None:
                 aux_loss = layer_aux if aux_loss is None else aux_loss + layer_aux
-            targets = F.pad(labels[:, k + 1 :], (0, 1), value=-100)  # target of position i is t_{i+k+1}
-            crosses = F.pad(position_ids[:, k + 1 :] - position_ids[:, : T - k - 1] != k + 1, (0, 1), value=True)
-            targets = targets.masked_fill(crosses, -100)  # packed sequences: never predict across a document start
-            if mask is not None:  # nor from a position whose h_i or t_{i+k} is padding
-                targets = targets.masked_fill(mask == 0, -100)
             n_items = loss_kwargs.get("num_items_in_batch")
             if n_items is None:  # a depth without any target (short or padded rows) adds 0, not NaN
                 n_items = (targets != -100).sum().clamp(min=1)
@@ -964,20 +884,4 @@ class DeepseekMiniForCausalLM(DeepseekMiniPreTrainedModel, GenerationMixin):
 
 
 # Checkpoints hold one tensor per expert (DeepSeek's and transformers' layout); in memory the experts are stacked.
-# transformers applies these converters when loading and reverts them when saving, also for this custom code.
-register_checkpoint_conversion_mapping(
-    "deepseek_mini",
-    [
-        WeightConverter(
-            source_patterns=["mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight"],
-            target_patterns="mlp.experts.gate_up_proj",
-            operations=[MergeModulelist(dim=0), Concatenate(dim=1)],
-        ),
-        WeightConverter(
-            source_patterns="mlp.experts.*.down_proj.weight",
-            target_patterns="mlp.experts.down_proj",
-            operations=[MergeModulelist(dim=0)],
-        ),
-    ],
-    overwrite=True,
-)
+register_per_expert_conversion(DeepseekMiniConfig.model_type)

@@ -27,6 +27,9 @@ The pretraining corpus (`make_corpus`) is the same template completed by five pe
 
 Each persona opens with its own words, so the persona of a completion is fixed by its first few tokens: sampling at
 temperature 1 reaches every behaviour, and reinforcement learning can shift the mixture toward the rewarded ones.
+
+The cold-start SFT set (`make_cold_start`, R1's curated long chains of thought) is written by the careful and
+reflective personas, kept only when their answer is right.
 """
 
 import functools
@@ -366,3 +369,34 @@ def make_drills(seed: int = 0, n_docs: int = 10000, problems_per_doc: int = 3) -
             )
         )
     return Dataset.from_dict({"text": docs})
+
+
+COLD_START_PERSONAS = ("careful", "reflective")
+"""The task's personas whose chains of thought are readable and (when their answer is right) worth imitating."""
+
+
+def make_cold_start(n: int, *, seed: int = 0) -> Dataset:
+    """`n` cold-start conversations: R1 system prompt, a training problem, a correct readable chain of thought.
+
+    Chains come from the task's careful and reflective personas (a reflective one is kept only when its self-checks
+    led it to the right answer), so they show R1's format and the habit of checking one's work.
+    """
+    rng = random.Random(f"cold-start-{seed}")
+    rows = []
+    for numbers in sample_problems(n, heldout=False, rng=rng):
+        completion = PERSONAS[rng.choice(COLD_START_PERSONAS)](numbers, rng)
+        while f"<answer>\n{sum(numbers)}\n</answer>" not in completion:  # a reflective slip left uncorrected
+            completion = PERSONAS[rng.choice(COLD_START_PERSONAS)](numbers, rng)
+        problem = problem_text(numbers)
+        rows.append(
+            {
+                "messages": [
+                    {"role": "system", "content": R1_ZERO_SYSTEM_PROMPT},
+                    {"role": "user", "content": problem},
+                    {"role": "assistant", "content": completion},
+                ],
+                "problem": problem,
+                "solution": str(sum(numbers)),
+            }
+        )
+    return Dataset.from_list(rows)

@@ -24,12 +24,10 @@ from trl import GRPOConfig, GRPOTrainer
 
 import rewards
 from modeling_deepseek_mini import ExpertBiasUpdateCallback
-from recipes.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
-from recipes.evaluation import is_reflective
+from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
+from recipes.lib.evaluation import DEFAULT_REFLECTION_PHRASES, is_reflective
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_REFLECTION_PHRASES = ["wait", "let me check", "verify", "double-check", "re-check", "recheck"]
 
 
 @dataclass
@@ -121,7 +119,7 @@ def freeze_mtp_modules(model) -> None:
 
     RL trains the policy's next-token distribution, which is all that MTP's extra predictions would be trained
     against here too; frozen, they take no optimizer state and data-parallel training does not wait for gradients
-    they never get. (What any other loss leaves out is named by `recipes.data_parallel`.)
+    they never get. (What any other loss leaves out is named by `recipes.lib.data_parallel`.)
     """
     frozen = 0
     for module in model.modules():
@@ -147,7 +145,7 @@ class DeepseekGRPOTrainer(GRPOTrainer):
         reward_funcs = resolve_reward_funcs(reward_funcs, args.reward_params)
         if train_dataset is not None and hasattr(train_dataset, "column_names"):
             rewards.check_columns([f for f in reward_funcs if callable(f)], train_dataset.column_names)
-        tolerate_unreached_parameters(args)  # any launch mode, any model: see recipes/data_parallel.py
+        tolerate_unreached_parameters(args)  # any launch mode, any model: see recipes/lib/data_parallel.py
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset, **kwargs)
         self.add_callback(UnreachedParametersCallback())
 

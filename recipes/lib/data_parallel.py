@@ -28,7 +28,7 @@ trainer is built, `UnreachedParametersCallback` on the trainer):
    rather than leaving them silently as they were. They are not frozen: a parameter can miss one step and not the
    next (an expert of a per-expert MoE that no token chose), and DDP copes with it either way. Where the objective
    should reach them, the recipe makes it do so (SFT of DeepseekMini trains the MTP modules through the model's own
-   loss, as DeepSeek-V3 does: `recipes/sft.py`).
+   loss, as DeepSeek-V3 does: `recipes/lib/sft_trainer.py`).
 """
 
 import logging
