@@ -30,10 +30,11 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 from trl.experimental.gkd import GKDConfig, GKDTrainer
 
 import modeling_deepseek_mini  # noqa: F401  (registers DeepseekMini with the Auto classes)
-from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args
+from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry_point
 from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, write_dataset
 from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.lib.heldout import HeldoutArguments, load_heldout, report_heldout_after
+from recipes.lib.inputs import check_inputs
 from recipes.lib.presets import TINY_CAUSAL_LM_PRESETS, config_from_preset, preset_student_tokenizer
 from recipes.lib.sampling import RejectionSamplingArguments, SamplingConfig, format_stats, sample_and_filter
 from recipes.lib.sft_trainer import check_sft_data, make_sft_trainer
@@ -223,6 +224,7 @@ def make_gkd_trainer(student, tokenizer, traces, script_args, training_args: GKD
 
 
 def main(script_args: DistillScriptArguments, training_args: GKDConfig, model_args: ModelConfig):
+    check_inputs(script_args, training_args, model_args)  # a wrong path or reward name fails before any loading
     set_up_stage(training_args)
 
     # Data: the teacher's traces, and the held-out problems
@@ -293,4 +295,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    main(*parse_recipe_args(make_parser(), DEFAULT_CONFIG))
+    run_entry_point(lambda: main(*parse_recipe_args(make_parser(), DEFAULT_CONFIG)))

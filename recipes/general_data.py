@@ -12,6 +12,7 @@ import argparse
 
 from datasets import DatasetDict
 
+from recipes.lib.cli import run_entry_point, strict
 from recipes.lib.general_chat import make_all_scenario_splits, make_general_chat, make_preference_splits
 
 
@@ -24,7 +25,7 @@ def share(text: str) -> float:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = strict(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument(
         "--kind", required=True, choices=["chat", "preferences", "all_scenario"], help="Which dataset to write."
     )
@@ -57,4 +58,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(make_parser().parse_args())
+    run_entry_point(lambda: main(make_parser().parse_args()))

@@ -17,11 +17,12 @@ from functools import partial
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
-from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args
+from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry_point
 from recipes.lib.data import BUILTIN_DATASET, load_any_dataset
 from recipes.lib.evaluation import format_comparison_table
-from recipes.lib.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
+from recipes.lib.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer, resolve_reward_funcs
 from recipes.lib.heldout import heldout_metrics, measured_before, save_heldout
+from recipes.lib.inputs import UserInputError, check_inputs
 from recipes.lib.plots import plot_training_curves
 from recipes.lib.prompts import PROMPT_TEMPLATE_HELP, PromptArguments, build_prompts
 from recipes.lib.stage import finish_stage, set_up_stage, train_stage
@@ -89,13 +90,28 @@ EVALUATION_TITLES = {
 }
 
 
+def check_gold_column(reward_funcs: list, train_dataset, script_args: GRPOScriptArguments) -> None:
+    """Refuse a train split without the gold answers that a reward reads (the column `build_prompts` names
+    'solution'), naming the flag that maps it: a user's own data most often calls it something else."""
+    readers = [
+        name
+        for name, func in zip(script_args.reward_funcs, reward_funcs, strict=True)
+        if "solution" in getattr(func, "required_columns", ())
+    ]
+    if readers and "solution" not in train_dataset.column_names:
+        raise UserInputError(
+            f"--solution_column {script_args.solution_column}: {script_args.dataset_name} has no such column for the "
+            f"reward(s) {readers} (it has {train_dataset.column_names}); name its gold answers with --solution_column."
+        )
+
+
 def heldout_evaluations(dataset: dict, script_args: GRPOScriptArguments) -> dict:
     """The held-out splits measured before and after training, by name (`EVALUATION_TITLES`), each cut to its first
     `eval_max_samples` problems: the test split, and the out-of-distribution one where the dataset has it."""
     if script_args.dataset_test_split not in dataset:
-        raise ValueError(
-            f"eval_heldout needs a '{script_args.dataset_test_split}' split, but the dataset has {list(dataset)}. "
-            "Set --dataset_test_split or --eval_heldout false."
+        raise UserInputError(
+            f"--dataset_test_split {script_args.dataset_test_split}: {script_args.dataset_name} has no such split (it "
+            f"has {list(dataset)}); name the held-out split with --dataset_test_split <split>, or --eval_heldout false."
         )
     names = {"heldout": script_args.dataset_test_split}
     if script_args.eval_ood_split and script_args.eval_ood_split in dataset:
@@ -107,6 +123,7 @@ def heldout_evaluations(dataset: dict, script_args: GRPOScriptArguments) -> dict
 
 
 def main(script_args, training_args, model_args):
+    check_inputs(script_args, training_args, model_args)  # a wrong path or reward name fails before any loading
     set_up_stage(training_args)
 
     # Data
@@ -118,6 +135,8 @@ def main(script_args, training_args, model_args):
     dataset = load_any_dataset(script_args.dataset_name, script_args.dataset_config, builtin_kwargs=builtin)
     dataset = {split: build_prompts(dataset[split], script_args) for split in dataset}
     train_dataset = dataset[script_args.dataset_train_split]
+    reward_funcs = resolve_reward_funcs(script_args.reward_funcs, training_args.reward_params)
+    check_gold_column(reward_funcs, train_dataset, script_args)  # before the held-out split: the data must fit first
     # name of the evaluation -> its problems: `heldout` (the test split), and `ood` where the dataset has one
     evaluations = heldout_evaluations(dataset, script_args) if script_args.eval_heldout else {}
     protocol = {
@@ -142,10 +161,10 @@ def main(script_args, training_args, model_args):
         dtype=model_args.dtype,
     )
 
-    # Trainer (rewards are resolved by name, and checked against the columns, inside)
+    # Trainer (it checks the rewards against the columns)
     trainer = DeepseekGRPOTrainer(
         model=model,
-        reward_funcs=script_args.reward_funcs,
+        reward_funcs=reward_funcs,
         args=training_args,
         train_dataset=train_dataset,
         processing_class=tokenizer,
@@ -212,4 +231,4 @@ def make_parser():
 DEFAULT_CONFIG = CONFIGS_DIR / "grpo_tiny.yaml"
 
 if __name__ == "__main__":
-    main(*parse_recipe_args(make_parser(), DEFAULT_CONFIG))
+    run_entry_point(lambda: main(*parse_recipe_args(make_parser(), DEFAULT_CONFIG)))

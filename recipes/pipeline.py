@@ -12,7 +12,8 @@ The YAML lists the stages in order. Each names a recipe (`grpo`, `sft`, `rejecti
 `distill`, `general_data`), optionally that recipe's YAML (`config`, default its embedded one), and flags (`args`)
 that override it. `${name}` in a flag stands for the output folder of the earlier stage `name` (`${base}` for the
 base model): that is how a stage feeds the next. Stage `name` writes `<output_dir>/<name>`. Every stage's command
-line is parsed by its recipe's parser before the first stage runs, so a bad flag in a late stage costs nothing.
+line is parsed by its recipe's parser, and its models, data and reward names checked, before the first stage runs,
+so a mistake in a late stage costs seconds.
 
 Stages run in this process, one after another, by calling each recipe's `main` with its parsed arguments: one
 import of torch/transformers/TRL instead of one per stage (about 10 s each on a CPU), and the recipes share no state
@@ -46,14 +47,14 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from recipes import distill, general_data, grpo, rejection_sampling, reward_model, sft
-from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args
+from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry_point, strict
 from recipes.lib.data import BUILTIN_DATASET
 from recipes.lib.evaluation import evaluate_protocols, format_metric
 from recipes.lib.heldout import HeldoutArguments, load_heldout
+from recipes.lib.inputs import UserInputError, check_inputs, check_known_keys, check_local_path, read_yaml
 from recipes.lib.plots import plot_stage_metrics
 from recipes.lib.prompts import PROMPT_TEMPLATES
 from recipes.lib.stage import LOG_FORMAT
@@ -221,11 +222,17 @@ class PipelineConfig:
 
 
 def load_config(path: str | Path, **overrides) -> PipelineConfig:
-    """The pipeline YAML at `path`, with top-level keys replaced by `overrides` where they are not None."""
-    with open(path) as f:
-        values = yaml.safe_load(f)
+    """The pipeline YAML at `path`, with top-level keys replaced by `overrides` where they are not None; a syntax
+    error, a misspelled key or a wrong value fails as a `UserInputError` that starts with the file."""
+    values = read_yaml(path)
     values.update({key: value for key, value in overrides.items() if value is not None})
-    return PipelineConfig(**values)
+    check_known_keys(values, {f.name for f in fields(PipelineConfig)}, where=str(path))
+    for stage in [s for s in values.get("stages") or [] if isinstance(s, dict)]:
+        check_known_keys(stage, {f.name for f in fields(StageSpec)}, where=f"{path}, stage {stage.get('name')!r}")
+    try:
+        return PipelineConfig(**values)
+    except (TypeError, ValueError) as error:
+        raise UserInputError(f"{path}: {error}") from None
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -403,24 +410,28 @@ def write_results(config: PipelineConfig, rows: list[dict]) -> str:
     return table
 
 
-def check_stage_arguments(config: PipelineConfig) -> None:
-    """Parse every stage's command line with its recipe's parser, so a bad flag or value in a late stage fails before
-    the first stage runs (nothing is loaded)."""
+def check_stage_inputs(config: PipelineConfig) -> None:
+    """Check every stage's input before the first stage runs, so that a mistake in a late stage costs seconds: its
+    command line parsed by its recipe's parser (flags, values, YAML), then its models, data and reward names
+    (`recipes.lib.inputs.check_inputs`, which loads nothing), taking earlier stages' folders as existing."""
+    check_local_path(config.base_model, "base_model")
+    check_local_path(config.eval.dataset_name, "eval.dataset_name")
+    produced = {str(stage_dir(config, stage.name)) for stage in config.stages}
     for stage in config.stages:
         argv = stage_argv(config, stage)
         try:
-            RECIPES[stage.recipe].parse(argv)
-        except (SystemExit, ValueError) as error:  # argparse exits after printing what it refused
-            raise ValueError(
-                f"Stage {stage.name!r}: its arguments do not parse ({error}); fix its `args` in the "
-                f"pipeline YAML. Command line: {shlex.join(argv)}"
-            ) from error
+            check_inputs(*RECIPES[stage.recipe].parse(argv), produced=produced)
+        except ValueError as error:  # a `UserInputError`, or a value refused by a recipe's own check
+            raise UserInputError(
+                f"Stage {stage.name!r}: {error}\n  fix its `args` in the pipeline YAML; its command line: "
+                f"{shlex.join(argv)}"
+            ) from None
 
 
 def run_pipeline(config: PipelineConfig) -> list[dict]:
-    """Check every stage's arguments, then run (or resume) the stages in order, measure each policy on the held-out
+    """Check every stage's input, then run (or resume) the stages in order, measure each policy on the held-out
     split, write and return the rows."""
-    check_stage_arguments(config)
+    check_stage_inputs(config)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     rows = [
         {
@@ -438,7 +449,7 @@ def run_pipeline(config: PipelineConfig) -> list[dict]:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = strict(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="Pipeline YAML (default: the embedded tiny one).")
     parser.add_argument("--output_dir", help="Override the YAML's output folder.")
     parser.add_argument("--base_model", help="Override the YAML's base model (a folder or a Hub id).")
@@ -455,6 +466,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    """Run the pipeline from its command line (`sys.argv[1:]` when None); a user's error raises `UserInputError`."""
     args = make_parser().parse_args(argv)
     trust = None if args.trust_remote_code is None else args.trust_remote_code == "true"
     logging.basicConfig(format=LOG_FORMAT, level=logging.INFO)
@@ -471,4 +483,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_entry_point(main)

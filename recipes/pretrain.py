@@ -32,7 +32,7 @@ from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerFas
 from trl import TrlParser
 
 from modeling_deepseek_mini import DeepseekMiniConfig, DeepseekMiniForCausalLM, ExpertBiasUpdateCallback
-from recipes.lib.cli import CONFIGS_DIR, parse_recipe_args
+from recipes.lib.cli import CONFIGS_DIR, parse_recipe_args, run_entry_point
 from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.lib.evaluation import evaluate_protocols
 from recipes.lib.stage import set_up_stage, write_stage_card
@@ -256,4 +256,4 @@ def make_parser():
 DEFAULT_CONFIG = CONFIGS_DIR / "pretrain_tiny.yaml"
 
 if __name__ == "__main__":
-    main(*parse_recipe_args(make_parser(), DEFAULT_CONFIG))
+    run_entry_point(lambda: main(*parse_recipe_args(make_parser(), DEFAULT_CONFIG)))

@@ -24,10 +24,11 @@ from datasets import Dataset
 from huggingface_hub import HfApi
 from trl import ModelConfig, TrlParser
 
-from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, with_default_config
+from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry_point
 from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, require_columns, write_dataset
 from recipes.lib.filters import SCORE_REWARDS
 from recipes.lib.general_chat import make_general_chat
+from recipes.lib.inputs import check_inputs
 from recipes.lib.sampling import (
     RejectionSamplingArguments,
     SamplingConfig,
@@ -75,6 +76,7 @@ def load_general_rows(script_args: RejectionSamplingArguments, n: int, seed: int
 def main(script_args: RejectionSamplingArguments, sampling: SamplingConfig, model_args: ModelConfig) -> Dataset:
     """Sample, score, filter, mix in general data and write the SFT dataset; return it (on every process; the
     main process writes and pushes it, the others wait until it is written)."""
+    check_inputs(script_args, sampling, model_args)  # a wrong path or reward name fails before any loading
     logging.basicConfig(format=LOG_FORMAT, level=logging.INFO)
     if model_args.model_name_or_path is None:
         model_args = replace(model_args, model_name_or_path=str(TINY_BASE))
@@ -160,8 +162,8 @@ def make_parser() -> TrlParser:
 
 def parse_args(argv: list[str] | None = None) -> tuple:
     """The command line: the embedded default YAML unless `--config` is given, then the flags (which win)."""
-    return make_parser().parse_args_and_config(with_default_config(argv, DEFAULT_CONFIG))
+    return parse_recipe_args(make_parser(), DEFAULT_CONFIG, argv)
 
 
 if __name__ == "__main__":
-    main(*parse_args())
+    run_entry_point(lambda: main(*parse_args()))

@@ -23,10 +23,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from trl import ModelConfig, RewardConfig, RewardTrainer, ScriptArguments, TrlParser, get_peft_config
 from trl.data_utils import is_conversational
 
-from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args
+from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry_point
 from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, require_columns
 from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.lib.general_chat import make_preference_splits
+from recipes.lib.inputs import check_inputs
 from recipes.lib.presets import TINY_CAUSAL_LM_PRESETS, config_from_preset
 from recipes.lib.stage import finish_stage, set_up_stage, train_stage
 
@@ -148,6 +149,7 @@ def pairwise_accuracy(model, tokenizer, dataset, kind_column: str) -> dict:
 
 
 def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, model_args: ModelConfig):
+    check_inputs(script_args, training_args, model_args)  # a wrong path or reward name fails before any loading
     set_up_stage(training_args)
 
     # Data
@@ -214,4 +216,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    main(*parse_recipe_args(make_parser(), DEFAULT_CONFIG))
+    run_entry_point(lambda: main(*parse_recipe_args(make_parser(), DEFAULT_CONFIG)))

@@ -26,9 +26,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser, get_peft_config
 
 import modeling_deepseek_mini  # noqa: F401  (registers DeepseekMini with the Auto classes)
-from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args
+from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry_point
 from recipes.lib.data import BUILTIN_DATASET, load_any_dataset
 from recipes.lib.heldout import HeldoutArguments, load_heldout, report_heldout_after
+from recipes.lib.inputs import check_inputs
 from recipes.lib.sft_trainer import check_sft_data, make_sft_trainer
 from recipes.lib.stage import finish_stage, set_up_stage, train_stage
 from recipes.lib.task import make_cold_start
@@ -70,6 +71,7 @@ def load_sft_data(script_args: SFTScriptArguments) -> DatasetDict:
 
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
+    check_inputs(script_args, training_args, model_args)  # a wrong path or reward name fails before any loading
     set_up_stage(training_args)
     model_name = model_args.model_name_or_path or str(TINY_BASE)
 
@@ -145,4 +147,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    main(*parse_recipe_args(make_parser(), DEFAULT_CONFIG))
+    run_entry_point(lambda: main(*parse_recipe_args(make_parser(), DEFAULT_CONFIG)))

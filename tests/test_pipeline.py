@@ -203,7 +203,7 @@ def test_a_bad_flag_in_a_late_stage_fails_before_the_first_stage_runs(tmp_path, 
     monkeypatch.setitem(config.stages[-1].args, "num_train_epochz", 3)
     monkeypatch.setitem(config.stages[6].args, "general_share", 1.5)
     monkeypatch.setattr(pipeline, "evaluate_protocols", lambda *a, **kw: pytest.fail("the base was measured"))
-    with pytest.raises(ValueError, match="Stage 'all_scenario_data': its arguments do not parse"):
+    with pytest.raises(ValueError, match="Stage 'all_scenario_data': .*general_share"):
         run_pipeline(config)
     config.stages[6].args["general_share"] = 0.25
     with pytest.raises(ValueError, match="Stage 'distill_llama'.*num_train_epochz"):

@@ -5,6 +5,8 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
+from recipes.lib.inputs import UserInputError
+
 # The dataset name that selects the project's own synthetic task (recipes/lib/task.py) instead of a Hub id or a file.
 BUILTIN_DATASET = "builtin"
 
@@ -41,13 +43,15 @@ def load_any_dataset(
     return load_dataset(name_or_path, config)
 
 
-def require_columns(dataset, columns: list[str], *, where: str) -> None:
-    """Fail before training when `dataset` lacks a column that `where` needs, naming the column."""
+def require_columns(
+    dataset, columns: list[str], *, where: str, hint: str = "Rename the column in the data or point the recipe at it."
+) -> None:
+    """Fail before training when `dataset` lacks a column that `where` needs, naming the column and, in `hint`, the
+    flag that maps another column to it."""
     missing = [column for column in columns if column not in dataset.column_names]
     if missing:
-        raise ValueError(
-            f"{where} needs the dataset column(s) {missing}, but the dataset has {dataset.column_names}. "
-            "Rename the column in the data or point the recipe at the right one."
+        raise UserInputError(
+            f"{where} needs the dataset column(s) {missing}, but the dataset has {dataset.column_names}. {hint}"
         )
 
 

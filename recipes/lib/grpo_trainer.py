@@ -16,6 +16,7 @@ Any other causal LM (Qwen2, Llama, with or without LoRA) trains exactly as with 
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -77,11 +78,37 @@ class DeepseekGRPOConfig(GRPOConfig):
                 f"expert_bias_update_speed must be >= 0 (0 freezes the routing biases), got "
                 f"{self.expert_bias_update_speed}."
             )
+        self.check_group_size()
         super().__post_init__()
+
+    def check_group_size(self) -> None:
+        """Refuse a batch that cannot hold whole groups of `num_generations` completions, in the flags the user sets.
+
+        Unless `generation_batch_size` or `steps_per_generation` is given (TRL checks those and names them), TRL
+        generates per_device_train_batch_size x gradient_accumulation_steps x processes completions at a time, and
+        GRPO's advantages need every prompt's whole group among them.
+        """
+        if self.num_generations < 2:
+            raise ValueError(
+                f"--num_generations {self.num_generations}: write 2 or more; GRPO's advantage compares a prompt's "
+                "completions with each other."
+            )
+        if self.generation_batch_size is not None or self.steps_per_generation is not None:
+            return
+        batch, steps = self.per_device_train_batch_size, self.gradient_accumulation_steps
+        processes = int(os.environ.get("WORLD_SIZE", "1"))  # what `accelerate launch` starts
+        if (batch * steps * processes) % self.num_generations:
+            per_step = self.num_generations // math.gcd(self.num_generations, steps * processes)
+            raise ValueError(
+                f"--per_device_train_batch_size {batch} x --gradient_accumulation_steps {steps} x {processes} "
+                f"process(es) must be a multiple of --num_generations {self.num_generations}: e.g. "
+                f"--per_device_train_batch_size {per_step * math.ceil(batch / per_step)}."
+            )
 
 
 def resolve_reward_funcs(reward_funcs, reward_params: dict | None) -> list:
-    """Turn registry names and dotted paths into reward callables; pass callables and reward-model ids through.
+    """Turn registry names and dotted paths into reward callables; pass callables (built already, with their
+    `reward_params`) and reward-model ids through.
 
     A string naming a local folder or a Hub repository ('org/name') is left for TRL, which loads it as a reward
     model; any other string goes to the rewards registry (a registered name or a 'module:attribute' path), which
@@ -89,7 +116,8 @@ def resolve_reward_funcs(reward_funcs, reward_params: dict | None) -> list:
     """
     reward_funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
     params = reward_params or {}
-    unknown = set(params) - {name for name in reward_funcs if isinstance(name, str)}
+    names = {func if isinstance(func, str) else getattr(func, "__name__", None) for func in reward_funcs}
+    unknown = set(params) - names
     if unknown:
         raise ValueError(
             f"reward_params names {sorted(unknown)}, which are not among reward_funcs {reward_funcs}. "

@@ -59,7 +59,12 @@ def build_prompts(dataset, script_args):
     if script_args.prompt_template == "none":
         require_columns(dataset, ["prompt"], where="prompt_template='none'")
         return dataset
-    require_columns(dataset, [script_args.problem_column], where=f"prompt_template={script_args.prompt_template!r}")
+    require_columns(
+        dataset,
+        [script_args.problem_column],
+        where=f"prompt_template={script_args.prompt_template!r}",
+        hint="Name the column holding the problems with --problem_column <column>.",
+    )
 
     def make(problem: str):
         if script_args.prompt_template == "r1_zero":
