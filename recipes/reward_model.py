@@ -28,7 +28,7 @@ from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, require_columns
 from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.lib.general_chat import make_preference_splits
 from recipes.lib.presets import TINY_CAUSAL_LM_PRESETS, config_from_preset
-from recipes.lib.stage import finish_stage, set_up_stage, train_stage
+from recipes.lib.stage import StageArguments, finish_stage, prepare_stage, train_stage
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ DEFAULT_CONFIG = CONFIGS_DIR / "reward_model_tiny.yaml"
 
 
 @dataclass
-class RewardModelScriptArguments(ScriptArguments):
+class RewardModelScriptArguments(ScriptArguments, StageArguments):
     """Data, model shape and held-out evaluation of the reward-model recipe."""
 
     dataset_name: str = field(
@@ -148,7 +148,7 @@ def pairwise_accuracy(model, tokenizer, dataset, kind_column: str) -> dict:
 
 
 def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, model_args: ModelConfig):
-    set_up_stage(training_args)
+    run = prepare_stage(script_args, training_args, model_args)
 
     # Data
     dataset = load_preferences(script_args)
@@ -178,7 +178,7 @@ def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, m
     )
 
     # Train
-    train_stage(trainer, training_args)
+    train_stage(trainer, run)
 
     # Held-out pairwise accuracy
     metrics = (
@@ -192,6 +192,7 @@ def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, m
     finish_stage(
         trainer,
         training_args,
+        run,
         stage="reward_model",
         parent=parent,
         dataset=script_args.dataset_name,
