@@ -38,7 +38,7 @@ from recipes.lib.inputs import check_inputs
 from recipes.lib.presets import TINY_CAUSAL_LM_PRESETS, config_from_preset, preset_student_tokenizer
 from recipes.lib.sampling import RejectionSamplingArguments, SamplingConfig, format_stats, sample_and_filter
 from recipes.lib.sft_trainer import check_sft_data, make_sft_trainer
-from recipes.lib.stage import finish_stage, set_up_stage, train_stage
+from recipes.lib.stage import StageArguments, finish_stage, prepare_stage, train_stage
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ DISTILLATION_LOSSES = ("sft", "gkd")
 
 
 @dataclass
-class DistillScriptArguments(ScriptArguments, HeldoutArguments):
+class DistillScriptArguments(ScriptArguments, HeldoutArguments, StageArguments):
     """Teacher traces, student and loss of the distillation recipe (HeldoutArguments: how the teacher is prompted,
     and the student measured on held-out problems)."""
 
@@ -225,7 +225,7 @@ def make_gkd_trainer(student, tokenizer, traces, script_args, training_args: GKD
 
 def main(script_args: DistillScriptArguments, training_args: GKDConfig, model_args: ModelConfig):
     check_inputs(script_args, training_args, model_args)  # a wrong path or reward name fails before any loading
-    set_up_stage(training_args)
+    run = prepare_stage(script_args, training_args, model_args)
 
     # Data: the teacher's traces, and the held-out problems
     traces = load_traces(script_args, training_args, model_args)
@@ -247,7 +247,7 @@ def main(script_args: DistillScriptArguments, training_args: GKDConfig, model_ar
         trainer = make_sft_trainer(student, tokenizer, traces, training_args, peft_config=get_peft_config(model_args))
 
     # Train
-    train_stage(trainer, training_args)
+    train_stage(trainer, run)
 
     # Held-out measurement
     metrics = report_heldout_after(
@@ -281,6 +281,7 @@ def main(script_args: DistillScriptArguments, training_args: GKDConfig, model_ar
     finish_stage(
         trainer,
         training_args,
+        run,
         stage="distill",
         parent=student_name,
         dataset=traces_source,

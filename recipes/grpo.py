@@ -25,13 +25,13 @@ from recipes.lib.heldout import heldout_metrics, measured_before, save_heldout
 from recipes.lib.inputs import UserInputError, check_inputs
 from recipes.lib.plots import plot_training_curves
 from recipes.lib.prompts import PROMPT_TEMPLATE_HELP, PromptArguments, build_prompts
-from recipes.lib.stage import finish_stage, set_up_stage, train_stage
+from recipes.lib.stage import StageArguments, finish_stage, prepare_stage, train_stage
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class GRPOScriptArguments(ScriptArguments, PromptArguments):
+class GRPOScriptArguments(ScriptArguments, PromptArguments, StageArguments):
     """Data, rewards and evaluation of the GRPO recipe (TRL's ScriptArguments: dataset_name, splits, ...;
     PromptArguments: prompt template and columns, R1-Zero's template by default)."""
 
@@ -124,7 +124,7 @@ def heldout_evaluations(dataset: dict, script_args: GRPOScriptArguments) -> dict
 
 def main(script_args, training_args, model_args):
     check_inputs(script_args, training_args, model_args)  # a wrong path or reward name fails before any loading
-    set_up_stage(training_args)
+    run = prepare_stage(script_args, training_args, model_args)
 
     # Data
     builtin = {
@@ -179,7 +179,7 @@ def main(script_args, training_args, model_args):
             before[name] = measured_before(training_args.output_dir, f"{name}_before", measure)
 
     # Train
-    train_stage(trainer, training_args)
+    train_stage(trainer, run)
 
     # Held-out tables, after; plots
     after = None
@@ -201,6 +201,7 @@ def main(script_args, training_args, model_args):
     finish_stage(
         trainer,
         training_args,
+        run,
         stage=script_args.stage,
         parent=model_args.model_name_or_path,
         dataset=script_args.dataset_name,

@@ -29,7 +29,7 @@ from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unre
 from recipes.lib.general_chat import make_preference_splits
 from recipes.lib.inputs import check_inputs
 from recipes.lib.presets import TINY_CAUSAL_LM_PRESETS, config_from_preset
-from recipes.lib.stage import finish_stage, set_up_stage, train_stage
+from recipes.lib.stage import StageArguments, finish_stage, prepare_stage, train_stage
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ DEFAULT_CONFIG = CONFIGS_DIR / "reward_model_tiny.yaml"
 
 
 @dataclass
-class RewardModelScriptArguments(ScriptArguments):
+class RewardModelScriptArguments(ScriptArguments, StageArguments):
     """Data, model shape and held-out evaluation of the reward-model recipe."""
 
     dataset_name: str = field(
@@ -150,7 +150,7 @@ def pairwise_accuracy(model, tokenizer, dataset, kind_column: str) -> dict:
 
 def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, model_args: ModelConfig):
     check_inputs(script_args, training_args, model_args)  # a wrong path or reward name fails before any loading
-    set_up_stage(training_args)
+    run = prepare_stage(script_args, training_args, model_args)
 
     # Data
     dataset = load_preferences(script_args)
@@ -180,7 +180,7 @@ def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, m
     )
 
     # Train
-    train_stage(trainer, training_args)
+    train_stage(trainer, run)
 
     # Held-out pairwise accuracy
     metrics = (
@@ -194,6 +194,7 @@ def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, m
     finish_stage(
         trainer,
         training_args,
+        run,
         stage="reward_model",
         parent=parent,
         dataset=script_args.dataset_name,

@@ -31,7 +31,7 @@ from recipes.lib.data import BUILTIN_DATASET, load_any_dataset
 from recipes.lib.heldout import HeldoutArguments, load_heldout, report_heldout_after
 from recipes.lib.inputs import check_inputs
 from recipes.lib.sft_trainer import check_sft_data, make_sft_trainer
-from recipes.lib.stage import finish_stage, set_up_stage, train_stage
+from recipes.lib.stage import StageArguments, finish_stage, prepare_stage, train_stage
 from recipes.lib.task import make_cold_start
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ DEFAULT_CONFIG = CONFIGS_DIR / "sft_tiny.yaml"
 
 
 @dataclass
-class SFTScriptArguments(ScriptArguments, HeldoutArguments):
+class SFTScriptArguments(ScriptArguments, HeldoutArguments, StageArguments):
     """Data, stage name and held-out evaluation of the SFT recipe (TRL's ScriptArguments: dataset_name, splits...)."""
 
     dataset_name: str = field(
@@ -72,7 +72,7 @@ def load_sft_data(script_args: SFTScriptArguments) -> DatasetDict:
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
     check_inputs(script_args, training_args, model_args)  # a wrong path or reward name fails before any loading
-    set_up_stage(training_args)
+    run = prepare_stage(script_args, training_args, model_args)
     model_name = model_args.model_name_or_path or str(TINY_BASE)
 
     # Data
@@ -107,7 +107,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     )
 
     # Train
-    train_stage(trainer, training_args)
+    train_stage(trainer, run)
 
     # Held-out measurement
     metrics = report_heldout_after(
@@ -123,6 +123,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     finish_stage(
         trainer,
         training_args,
+        run,
         stage=script_args.stage,
         parent=model_name,
         dataset=script_args.dataset_name,

@@ -2,6 +2,7 @@
 a step or two each) that chains every stage, pushes every folder to a mocked Hub, resumes and measures."""
 
 import json
+import shutil
 from concurrent.futures import Future
 from dataclasses import replace
 from importlib.util import find_spec
@@ -368,7 +369,9 @@ def test_a_second_run_skips_finished_stages(micro_run, monkeypatch):
 def test_an_unfinished_stage_reruns_from_its_last_checkpoint(micro_run, monkeypatch):
     config, _, _ = micro_run
     folder = Path(config.output_dir) / "cold_start_sft"
-    (folder / DONE_MARKER).unlink()  # as if the run had been killed after its last checkpoint
+    shutil.rmtree(folder / "checkpoint-2")  # as if the run had been killed after checkpoint-1
+    for name in (DONE_MARKER, "stage.json"):
+        (folder / name).unlink()
     loaded, ran = [], []
     original_load = Trainer._load_from_checkpoint
     monkeypatch.setattr(
@@ -384,11 +387,9 @@ def test_an_unfinished_stage_reruns_from_its_last_checkpoint(micro_run, monkeypa
 
         monkeypatch.setitem(RECIPES, name, replace(recipe, main=spy))
     measured = (Path(config.output_dir) / "eval" / "cold_start_sft.json").stat().st_mtime_ns
-    cold = next(s for s in config.stages if s.name == "cold_start_sft")
-    monkeypatch.setitem(cold.args, "max_steps", 3)
     monkeypatch.setattr(config, "hub_prefix", None)  # the Hub is not mocked here
     run_pipeline(config)
-    assert ran == ["sft"] and loaded == [str(folder / "checkpoint-2")]
-    assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 3
+    assert ran == ["sft"] and loaded == [str(folder / "checkpoint-1")]
+    assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 2
     assert (folder / DONE_MARKER).exists()
     assert (Path(config.output_dir) / "eval" / "cold_start_sft.json").stat().st_mtime_ns > measured  # measured again

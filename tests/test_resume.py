@@ -166,12 +166,15 @@ def sft_args(output_dir: Path, model: str, data: Path, max_steps: int, *extra: s
 
 @pytest.fixture(scope="module")
 def sft_run(tmp_path_factory, tiny_causal_lm_path):
-    """(model, data, output folder) of a finished two-step SFT run with checkpoint-1 and checkpoint-2."""
+    """(model, data, output folder) of a three-step SFT run killed after its checkpoint-2: a finished run with its
+    last checkpoint and `stage.json` removed (a finished stage is not resumed, `recipes.lib.stage`)."""
     root = tmp_path_factory.mktemp("sft-resume")
     data = root / "data"
     DatasetDict(train=make_cold_start(8)).save_to_disk(str(data))
     model = tiny_causal_lm_path("qwen2")
-    main(*sft_args(root / "out", model, data, 2))
+    main(*sft_args(root / "out", model, data, 3, "--save_total_limit", "3"))
+    shutil.rmtree(root / "out" / "checkpoint-3")
+    (root / "out" / "stage.json").unlink()
     assert {p.name for p in (root / "out").glob("checkpoint-*")} == {"checkpoint-1", "checkpoint-2"}
     return model, data, root / "out"
 

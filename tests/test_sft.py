@@ -2,6 +2,7 @@
 folder, resuming from a checkpoint, and the push checked offline."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -164,8 +165,9 @@ def test_a_second_run_resumes_from_the_last_checkpoint(tiny_causal_lm_path, tmp_
         "--save_steps",
         "1",
     ]
-    main(*small_run(tmp_path, *common))
-    assert (tmp_path / "out" / "checkpoint-2").is_dir()
+    main(*small_run(tmp_path, *common, "--max_steps", "3"))
+    shutil.rmtree(tmp_path / "out" / "checkpoint-3")  # as if killed after checkpoint-2
+    (tmp_path / "out" / "stage.json").unlink()
 
     trainer = main(*small_run(tmp_path, *common, "--max_steps", "3"))
     assert resumed_from == [str(tmp_path / "out" / "checkpoint-2")]

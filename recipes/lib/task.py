@@ -56,11 +56,13 @@ the same whether it is generated after the prompt or read as part of a pretraini
 """
 
 CHAT_TEMPLATE = (
+    "{%- set default_system = not messages or messages[0]['role'] != 'system' -%}"
+    "{%- if default_system -%}" + R1_ZERO_SYSTEM_PROMPT + "{%- endif -%}"
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'system' -%}"
     "{{ message['content'] }}"
     "{%- elif message['role'] == 'user' -%}"
-    "{{ ' ' if not loop.first else '' }}User: {{ message['content'] }}"
+    "{{ ' ' if default_system or not loop.first else '' }}User: {{ message['content'] }}"
     "{%- elif message['role'] == 'assistant' -%}"
     "{%- set content = message['content'] -%}"
     "{%- if not loop.last and '</think>' in content -%}"
@@ -73,10 +75,11 @@ CHAT_TEMPLATE = (
 )
 """Chat template of the embedded tokenizer: R1-Zero's plain-text layout, one turn per message.
 
-With `R1_ZERO_SYSTEM_PROMPT` as the system message and the problem as the user message it renders exactly
-`R1_ZERO_TEMPLATE.format(problem=...)`. Assistant turns are wrapped in `{% generation %}` so that TRL's
-`assistant_only_loss` trains on them alone; as in DeepSeek-R1, earlier assistant turns keep only their answer
-(the reasoning before `</think>` is dropped from the history).
+With the problem as the user message it renders exactly `R1_ZERO_TEMPLATE.format(problem=...)`: the system message
+is `R1_ZERO_SYSTEM_PROMPT` unless the messages start with their own, so a checkpoint chatted with through
+`transformers.pipeline` is prompted as in training without the user knowing the instruction. Assistant turns are
+wrapped in `{% generation %}` so that TRL's `assistant_only_loss` trains on them alone; as in DeepSeek-R1, earlier
+assistant turns keep only their answer (the reasoning before `</think>` is dropped from the history).
 """
 
 REASONING_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
