@@ -3,9 +3,10 @@
     python benchmarks/seeds.py --seeds 0 1 2 --out docs/results/grpo-tiny-seeds.json -- \\
         accelerate launch recipes/grpo.py [its arguments]
 
-Each seed runs `<command> --seed S --output_dir <runs>/seed-S` (the evaluation samples with the same seed, so the
-interval covers training and sampling noise) and is read back from the run's `<evaluation>_before.json` and
-`<evaluation>_after.json` (`heldout`: the test split; `ood`: out of distribution, where the run wrote one). For
+Each seed runs `<command> --seed S --output_dir <runs>/seed-S`, with `{seed}` in the command replaced by S (the
+evaluation samples with the same seed, so the interval covers training and sampling noise), and is read back from
+the run's `<evaluation>_before.json` and `<evaluation>_after.json` (`heldout`: the test split; `ood`: out of
+distribution, where the run wrote one). For
 every evaluation and metric, over the n seeds: the mean, the standard deviation s, and the 95% interval
 mean ± t(0.975, n-1) · s / sqrt(n); for the change (after - before, paired by seed) the same. A change is called
 an improvement or a drop only when its interval excludes zero; otherwise the two are indistinguishable.
@@ -73,7 +74,8 @@ def run_seed(command: list[str], seed: int, runs: Path, threads: int | None = No
     output_dir = runs / f"seed-{seed}"
     env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
     start = time.monotonic()
-    subprocess.run([*command, "--seed", str(seed), "--output_dir", str(output_dir)], check=True, env=env)
+    argv = [arg.replace("{seed}", str(seed)) for arg in command]
+    subprocess.run([*argv, "--seed", str(seed), "--output_dir", str(output_dir)], check=True, env=env)
     record = {"seed": seed, "seconds": round(time.monotonic() - start, 1)}
     if threads is not None:
         record["threads"] = threads

@@ -24,10 +24,20 @@ several GPUs; the pipeline itself runs on one process (one GPU or the CPU).
 Resuming: a stage that finished carries `_pipeline_done.json` in its folder and is not run again (delete the folder
 to redo it); a stage that failed runs again and its recipe resumes from the last complete checkpoint in its folder.
 
-After each stage that yields a policy, and for the base, the model answers the held-out problems (greedy decoding,
-or `eval.samples_per_problem` samples each at `eval.temperature` when `eval.greedy` is false) and is scored with the
-project's rewards (`recipes.lib.evaluation`; accuracy with its standard error); the scores are cached in
-`<output_dir>/eval`.
+After each stage that yields a policy, and for the base, the model answers the held-out problems greedily and, with
+`eval.r1_samples`, under R1's protocol (pass@1 over that many samples at T=0.6, top-p 0.95), on the test split and
+out of distribution, and is scored with the project's rewards (`recipes.lib.evaluation`); the scores are cached in
+`<output_dir>/eval` with the settings that produced them, and measured again when the settings change.
+
+Choosing a setting on the validation split, one stage at a time, without retraining what comes before it:
+
+    python recipes/pipeline.py --set eval.dataset_test_split=validation --set eval.ood_split= \
+        --set rs_sft.num_train_epochs=1 --until rs_sft --reuse outputs/pipeline-tiny --output_dir outputs/rs-sft-1
+
+`--set STAGE.FLAG=VALUE` (or `eval.KEY=VALUE`) overrides the YAML, the value read as YAML; `--until STAGE` stops
+after that stage; `--reuse DIR` links, instead of training, every stage that the run in DIR finished with the same
+command line and whose inputs are reused too (here every stage before rs_sft), with its measurement when the
+settings match.
 The pipeline ends with `results.json`, `results.md` (one row per stage: accuracy, format compliance, language
 consistency, mean completion length, reflection rate) and `plots/stages.png`.
 
@@ -41,12 +51,14 @@ import json
 import logging
 import re
 import shlex
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
 import torch
+import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from recipes import distill, general_data, grpo, rejection_sampling, reward_model, sft
@@ -221,18 +233,51 @@ class PipelineConfig:
             known.add(stage.name)
 
 
-def load_config(path: str | Path, **overrides) -> PipelineConfig:
-    """The pipeline YAML at `path`, with top-level keys replaced by `overrides` where they are not None; a syntax
-    error, a misspelled key or a wrong value fails as a `UserInputError` that starts with the file."""
+def load_config(path: str | Path, *, settings: list[str] = (), until: str | None = None, **overrides) -> PipelineConfig:
+    """The pipeline YAML at `path`, with top-level keys replaced by `overrides` where they are not None, then the
+    `settings` (`STAGE.FLAG=VALUE`, `eval.KEY=VALUE`) applied, and the stages after `until` dropped; a syntax error,
+    a misspelled key or a wrong value fails as a `UserInputError` that starts with the file."""
     values = read_yaml(path)
     values.update({key: value for key, value in overrides.items() if value is not None})
     check_known_keys(values, {f.name for f in fields(PipelineConfig)}, where=str(path))
-    for stage in [s for s in values.get("stages") or [] if isinstance(s, dict)]:
+    stages = [s for s in values.get("stages") or [] if isinstance(s, dict)]
+    for stage in stages:
         check_known_keys(stage, {f.name for f in fields(StageSpec)}, where=f"{path}, stage {stage.get('name')!r}")
+    for setting in settings:
+        apply_setting(values, setting)
+    if until is not None:
+        names = [stage.get("name") for stage in stages]
+        if until not in names:
+            raise UserInputError(f"--until {until}: no such stage in {path}; its stages are {names}.")
+        values["stages"] = stages[: names.index(until) + 1]
     try:
         return PipelineConfig(**values)
     except (TypeError, ValueError) as error:
         raise UserInputError(f"{path}: {error}") from None
+
+
+def apply_setting(values: dict, setting: str) -> None:
+    """Apply one `--set`: `STAGE.FLAG=VALUE` sets a flag of a stage's `args`, `eval.KEY=VALUE` a measurement
+    setting; VALUE is read as YAML (`3`, `2e-4`, `true`, `[a, b]`), an empty one as the empty string. The flag
+    itself is checked later, by the stage's recipe, with the stage's other flags."""
+    target, equals, text = setting.partition("=")
+    section, dot, key = target.partition(".")
+    if not (equals and dot and section and key):
+        raise UserInputError(
+            f"--set {setting}: write STAGE.FLAG=VALUE (e.g. rs_sft.num_train_epochs=2) or eval.KEY=VALUE."
+        )
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        raise UserInputError(f"--set {setting}: {text!r} does not parse as a YAML value; quote it.") from None
+    if section == "eval":
+        values["eval"] = {**(values.get("eval") or {}), key: value}
+        return
+    stage = next((s for s in values.get("stages") or [] if isinstance(s, dict) and s.get("name") == section), None)
+    if stage is None:
+        names = [s.get("name") for s in values.get("stages") or [] if isinstance(s, dict)]
+        raise UserInputError(f"--set {setting}: no stage {section!r}; write one of {names}, or eval.")
+    stage["args"] = {**(stage.get("args") or {}), key: value}
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -294,6 +339,9 @@ def is_done(folder: Path) -> bool:
 def run_stage(config: PipelineConfig, stage: StageSpec) -> None:
     """Run the stage unless its folder says it finished; mark it finished when its recipe returns."""
     folder, argv = stage_dir(config, stage.name), stage_argv(config, stage)
+    if folder.is_symlink() and is_done(folder):
+        logger.info(f"Stage {stage.name}: reused from {folder.resolve()}.")
+        return
     if is_done(folder):
         if json.loads((folder / DONE_MARKER).read_text())["argv"] != argv:
             logger.warning(
@@ -307,6 +355,43 @@ def run_stage(config: PipelineConfig, stage: StageSpec) -> None:
     RECIPES[stage.recipe].run(argv)
     gc.collect()  # the recipe's model and trainer go before the next stage loads its own
     (folder / DONE_MARKER).write_text(json.dumps({"stage": stage.name, "recipe": stage.recipe, "argv": argv}, indent=2))
+
+
+def reusable_stages(config: PipelineConfig, source: Path) -> list[str]:
+    """The stages that the run in `source` finished with the command line this run would give them there, and whose
+    input stages are all reusable too: a stage after a changed one, or fed by one, is trained again."""
+    elsewhere = replace(config, output_dir=str(source))
+    reused: list[str] = []
+    for stage in config.stages:
+        marker = stage_dir(elsewhere, stage.name) / DONE_MARKER
+        inputs = set(REFERENCE.findall(json.dumps(stage.args))) - {BASE}
+        same = marker.exists() and same_folders(json.loads(marker.read_text())["argv"]) == same_folders(
+            stage_argv(elsewhere, stage)
+        )
+        if same and inputs <= set(reused):
+            reused.append(stage.name)
+    return reused
+
+
+def same_folders(argv: list[str]) -> list[str]:
+    """`argv` with every existing path resolved, so that one folder written relative, absolute or through a link
+    reads the same."""
+    return [str(Path(arg).resolve()) if arg and Path(arg).exists() else arg for arg in argv]
+
+
+def reuse_stages(config: PipelineConfig, source: Path) -> None:
+    """Link every reusable stage of `source` into this run's folder (where this run has no such folder yet), with
+    its cached measurement and the base's; `measure` keeps a cache only if its settings are this run's."""
+    (Path(config.output_dir) / "eval").mkdir(parents=True, exist_ok=True)
+    names = reusable_stages(config, source)
+    for name in names:
+        if not stage_dir(config, name).exists():
+            stage_dir(config, name).symlink_to(stage_dir(replace(config, output_dir=str(source)), name).resolve())
+    for name in [BASE, *names]:
+        cached = source / "eval" / f"{name}.json"
+        if cached.exists() and not eval_cache(config, name).exists():
+            shutil.copyfile(cached, eval_cache(config, name))
+    logger.info(f"Reused from {source}: {names or 'no stage'}.")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -347,9 +432,10 @@ def load_policy(model_path: str, *, trust_remote_code: bool) -> tuple:
 def measure(config: PipelineConfig, name: str, model_path: str, prompt_template: str) -> dict:
     """R1's held-out metrics of the model at `model_path` on the test split and, prefixed `ood_`, out of
     distribution (greedy, and pass@1 under R1's protocol), cached in `eval_cache`."""
-    cache = eval_cache(config, name)
-    if cache.exists():
-        return json.loads(cache.read_text())
+    cache, settings = eval_cache(config, name), measurement_settings(config, prompt_template)
+    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    if cached.get("settings") == settings:
+        return cached["metrics"]
     tokenizer, model = load_policy(model_path, trust_remote_code=config.trust_remote_code)
     metrics = {}
     for prefix, split in config.eval.splits().items():
@@ -363,8 +449,13 @@ def measure(config: PipelineConfig, name: str, model_path: str, prompt_template:
         )
         metrics |= {prefix + key: value for key, value in measured.items()}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(metrics, indent=2))
+    cache.write_text(json.dumps({"settings": settings, "metrics": metrics}, indent=2))
     return metrics
+
+
+def measurement_settings(config: PipelineConfig, prompt_template: str) -> dict:
+    """What a cached measurement depends on besides the model: the `eval` settings, the seed, the prompts."""
+    return {**asdict(config.eval), "seed": config.seed, "prompt_template": prompt_template}
 
 
 def stage_row(config: PipelineConfig, stage: StageSpec) -> dict:
@@ -428,11 +519,15 @@ def check_stage_inputs(config: PipelineConfig) -> None:
             ) from None
 
 
-def run_pipeline(config: PipelineConfig) -> list[dict]:
-    """Check every stage's input, then run (or resume) the stages in order, measure each policy on the held-out
-    split, write and return the rows."""
+def run_pipeline(config: PipelineConfig, reuse: Path | None = None) -> list[dict]:
+    """Check every stage's input, take what can be reused from the run in `reuse`, then run (or resume) the stages
+    in order, measure each policy on the held-out split, write and return the rows."""
+    if reuse is not None and not reuse.is_dir():
+        raise UserInputError(f"--reuse {reuse}: no such folder; give the output_dir of an earlier run.")
     check_stage_inputs(config)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+    if reuse is not None:
+        reuse_stages(config, reuse)
     rows = [
         {
             "stage": BASE,
@@ -462,6 +557,21 @@ def make_parser() -> argparse.ArgumentParser:
         choices=["true", "false"],
         help="Run model folders' own code, in every stage and measurement (default: the YAML's, else false).",
     )
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="STAGE.FLAG=VALUE",
+        help="Override a stage's flag, or eval.KEY=VALUE a measurement setting; the value is read as YAML. Repeatable.",
+    )
+    parser.add_argument("--until", metavar="STAGE", help="Stop after this stage (its rows are the table's last).")
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        metavar="DIR",
+        help="An earlier run's output_dir: link the stages it finished with the same command line and inputs.",
+    )
     return parser
 
 
@@ -478,7 +588,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             hub_prefix=args.hub_prefix,
             seed=args.seed,
             trust_remote_code=trust,
-        )
+            settings=args.settings,
+            until=args.until,
+        ),
+        reuse=args.reuse,
     )
 
 

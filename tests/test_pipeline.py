@@ -15,6 +15,7 @@ from transformers import Trainer
 
 from recipes import pipeline
 from recipes.lib.cli import CONFIGS_DIR, TINY_BASE
+from recipes.lib.inputs import UserInputError
 from recipes.pipeline import (
     DEFAULT_CONFIG,
     DONE_MARKER,
@@ -23,6 +24,7 @@ from recipes.pipeline import (
     as_flags,
     format_results_table,
     load_config,
+    reusable_stages,
     run_pipeline,
     run_stage,
     stage_argv,
@@ -199,6 +201,39 @@ def test_every_stage_of_every_pipeline_config_parses(path, tmp_path):
         assert parsed[1 if stage.recipe in TRL_RECIPES else 0].output_dir == str(tmp_path / stage.name)
 
 
+def test_set_overrides_a_stage_flag_and_a_measurement_setting_and_until_stops(tmp_path):
+    settings = ["rs_sft.num_train_epochs=1", "eval.dataset_test_split=validation", "eval.ood_split=", "rs_sft.x=[a, 2]"]
+    config = load_config(DEFAULT_CONFIG, output_dir=str(tmp_path), settings=settings, until="rs_sft")
+    assert [stage.name for stage in config.stages][-2:] == ["rejection_sampling", "rs_sft"]
+    assert config.stages[-1].args["num_train_epochs"] == 1 and config.stages[-1].args["x"] == ["a", 2]
+    assert config.eval.dataset_test_split == "validation" and config.eval.splits() == {"": "validation"}
+    command_line = " ".join(stage_argv(config, config.stages[-1]))
+    assert "--num_train_epochs 1 " in command_line and "--x a 2 " in command_line
+
+
+@pytest.mark.parametrize(
+    "settings, until, message",
+    [
+        (["rs_sft"], None, r"--set rs_sft: write STAGE.FLAG=VALUE"),
+        (["rs_sft.num_train_epochs"], None, r"write STAGE.FLAG=VALUE"),
+        (["rs_stf.num_train_epochs=1"], None, r"no stage 'rs_stf'; write one of \['r1_zero'"),
+        (["rs_sft.num_train_epochs=[1"], None, r"does not parse as a YAML value"),
+        (["eval.test_split=validation"], None, r"eval has no setting \['test_split'\]"),
+        ([], "rs_stf", r"--until rs_stf: no such stage"),
+    ],
+)
+def test_bad_set_or_until_fails_naming_what_to_write(tmp_path, settings, until, message):
+    with pytest.raises(UserInputError, match=message):
+        load_config(DEFAULT_CONFIG, output_dir=str(tmp_path), settings=settings, until=until)
+
+
+def test_a_flag_set_on_the_command_line_is_checked_by_its_recipe_before_any_stage_runs(tmp_path, monkeypatch):
+    config = load_config(DEFAULT_CONFIG, output_dir=str(tmp_path), settings=["distill_llama.num_train_epochz=3"])
+    monkeypatch.setattr(pipeline, "evaluate_protocols", lambda *a, **kw: pytest.fail("the base was measured"))
+    with pytest.raises(ValueError, match="Stage 'distill_llama'.*num_train_epochz"):
+        run_pipeline(config)
+
+
 def test_a_bad_flag_in_a_late_stage_fails_before_the_first_stage_runs(tmp_path, monkeypatch):
     config = load_config(DEFAULT_CONFIG, output_dir=str(tmp_path))
     monkeypatch.setitem(config.stages[-1].args, "num_train_epochz", 3)
@@ -366,6 +401,44 @@ def test_a_second_run_skips_finished_stages(micro_run, monkeypatch):
     assert json.dumps(run_pipeline(config)) == json.dumps(rows) and ran == []
 
 
+def test_reuse_links_the_stages_before_a_changed_one_and_what_does_not_depend_on_it(micro_run, tmp_path):
+    config, _, _ = micro_run
+    changed = micro_config(tmp_path / "arm", hub_prefix=HUB_PREFIX)
+    changed.stages[4].args["learning_rate"] = 1e-3  # rs_sft: it, and all_scenario_rl and the students after it, retrain
+    assert changed.stages[4].name == "rs_sft"
+    reused = ["r1_zero", "cold_start_sft", "reasoning_rl", "rejection_sampling", "reward_model", "all_scenario_data"]
+    assert reusable_stages(changed, Path(config.output_dir)) == reused
+    assert reusable_stages(micro_config(tmp_path / "same", hub_prefix=HUB_PREFIX), Path(config.output_dir)) == [
+        stage.name for stage in config.stages
+    ]
+    assert (
+        reusable_stages(micro_config(tmp_path / "other-seed", hub_prefix=HUB_PREFIX, seed=1), Path(config.output_dir))
+        == []
+    )
+
+
+def test_a_reused_stage_keeps_its_measurement_only_under_the_same_settings(micro_run, tmp_path, monkeypatch):
+    config, rows, _ = micro_run
+    for name, recipe in list(RECIPES.items()):
+        monkeypatch.setitem(RECIPES, name, replace(recipe, main=lambda *a: pytest.fail("a reused stage ran")))
+    monkeypatch.setattr(pipeline, "evaluate_protocols", lambda *a, **kw: pytest.fail("measured again"))
+    same = micro_config(tmp_path / "same", hub_prefix=HUB_PREFIX)
+    same.stages = same.stages[:2]  # until cold_start_sft
+    reused_rows = run_pipeline(same, reuse=Path(config.output_dir))
+    assert [row["accuracy"] for row in reused_rows] == [row["accuracy"] for row in rows[:3]]
+    assert (tmp_path / "same" / "cold_start_sft").resolve() == (Path(config.output_dir) / "cold_start_sft").resolve()
+
+    measured = []
+    monkeypatch.setattr(pipeline, "evaluate_protocols", lambda *a, **kw: measured.append(1) or {"accuracy": 0.5})
+    validation = micro_config(tmp_path / "validation", hub_prefix=HUB_PREFIX)
+    validation.stages, validation.eval.dataset_test_split, validation.eval.ood_split = same.stages, "validation", ""
+    assert [row["accuracy"] for row in run_pipeline(validation, reuse=Path(config.output_dir))] == [0.5] * 3
+    assert len(measured) == 3  # the base and both stages, on the new split
+
+
+# Last of the micro run's tests: it retrains a stage of the shared run.
+
+
 def test_an_unfinished_stage_reruns_from_its_last_checkpoint(micro_run, monkeypatch):
     config, _, _ = micro_run
     folder = Path(config.output_dir) / "cold_start_sft"
@@ -393,3 +466,10 @@ def test_an_unfinished_stage_reruns_from_its_last_checkpoint(micro_run, monkeypa
     assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 2
     assert (folder / DONE_MARKER).exists()
     assert (Path(config.output_dir) / "eval" / "cold_start_sft.json").stat().st_mtime_ns > measured  # measured again
+
+
+def test_reuse_of_a_folder_that_does_not_exist_fails_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "evaluate_protocols", lambda *a, **kw: pytest.fail("the base was measured"))
+    with pytest.raises(UserInputError, match="--reuse .*no such folder"):
+        run_pipeline(load_config(DEFAULT_CONFIG, output_dir=str(tmp_path / "out")), reuse=tmp_path / "nothing")
+    assert not (tmp_path / "out").exists()

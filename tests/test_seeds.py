@@ -143,3 +143,13 @@ def test_seeds_run_side_by_side_share_the_cpus(tmp_path):
     threads = max(1, (os.cpu_count() or 1) // 3)
     assert all(run["threads"] == threads for run in record["per_seed"])
     assert record["command"].startswith("python benchmarks/seeds.py --seeds 2 0 1 --jobs 3 ")
+
+
+def test_seed_in_the_command_is_each_run_s_own(tmp_path):
+    """`{seed}` in the command becomes the seed (e.g. `--reuse runs/seed-{seed}`), so each run reads its own seed's
+    earlier folder."""
+    stand_in = FAKE_RUN + "assert args['--from'] == f'upstream/seed-{seed}', args\n"
+    out = tmp_path / "result.json"
+    argv = ["--seeds", "0", "1", "--runs", str(tmp_path / "runs"), "--out", str(out)]
+    seeds.main([*argv, "--", sys.executable, "-c", stand_in, "--from", "upstream/seed-{seed}"])
+    assert [run["seed"] for run in json.loads(out.read_text())["per_seed"]] == [0, 1]
