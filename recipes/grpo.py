@@ -21,7 +21,7 @@ from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry
 from recipes.lib.data import BUILTIN_DATASET, load_any_dataset
 from recipes.lib.evaluation import format_comparison_table
 from recipes.lib.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer, resolve_reward_funcs
-from recipes.lib.heldout import heldout_metrics, measured_before, save_heldout
+from recipes.lib.heldout import heldout_metrics, measured_before, reasoning_vocabulary, save_heldout
 from recipes.lib.inputs import UserInputError, check_inputs
 from recipes.lib.plots import plot_training_curves
 from recipes.lib.prompts import PROMPT_TEMPLATE_HELP, PromptArguments, build_prompts
@@ -144,6 +144,7 @@ def main(script_args, training_args, model_args):
         "r1_samples": script_args.eval_r1_samples,
         "seed": training_args.seed,  # a run's sampling noise is part of its seed's outcome
         "reflection_phrases": training_args.reflection_phrases,
+        "vocabulary": reasoning_vocabulary(script_args.dataset_name),
     }
 
     # Model (the shipped tiny base unless a model is named)

@@ -47,6 +47,7 @@ With `--hub_prefix me/name`, every stage pushes its finished folder to `me/name-
 
 import argparse
 import gc
+import hashlib
 import json
 import logging
 import re
@@ -65,7 +66,7 @@ from recipes import distill, general_data, grpo, rejection_sampling, reward_mode
 from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry_point, strict
 from recipes.lib.data import BUILTIN_DATASET
 from recipes.lib.evaluation import evaluate_protocols, format_metric
-from recipes.lib.heldout import HeldoutArguments, load_heldout
+from recipes.lib.heldout import HeldoutArguments, load_heldout, reasoning_vocabulary
 from recipes.lib.inputs import UserInputError, check_inputs, check_known_keys, check_local_path, read_yaml
 from recipes.lib.plots import plot_stage_metrics
 from recipes.lib.prompts import PROMPT_TEMPLATES
@@ -87,6 +88,7 @@ TABLE_METRICS = (
     "language_consistency",
     "mean_completion_tokens",
     "reflection_rate",
+    "unknown_word_rate",
 )
 """The table's columns: greedy accuracy and R1's pass@1 on test and out of distribution, then the test split's
 greedy format, language, length and reflection."""
@@ -114,20 +116,43 @@ class Recipe:
     policy: bool  # its output is a causal LM that answers the held-out problems
     hub_id_flag: str | None  # the flag naming its Hub repo (None: it does not push)
     loads_models: bool = True  # takes `--trust_remote_code`, which the pipeline sets for every stage
+    default_config: Path | None = None  # the YAML its flags override when the stage names none
 
     def run(self, argv: list[str]) -> None:
         self.main(*self.parse(argv))
 
 
 RECIPES = {
-    "grpo": Recipe("recipes/grpo.py", partial(parse_trl_recipe, grpo), grpo.main, True, "hub_model_id"),
-    "sft": Recipe("recipes/sft.py", partial(parse_trl_recipe, sft), sft.main, True, "hub_model_id"),
-    "distill": Recipe("recipes/distill.py", partial(parse_trl_recipe, distill), distill.main, True, "hub_model_id"),
+    "grpo": Recipe(
+        "recipes/grpo.py", partial(parse_trl_recipe, grpo), grpo.main, True, "hub_model_id", True, grpo.DEFAULT_CONFIG
+    ),
+    "sft": Recipe(
+        "recipes/sft.py", partial(parse_trl_recipe, sft), sft.main, True, "hub_model_id", True, sft.DEFAULT_CONFIG
+    ),
+    "distill": Recipe(
+        "recipes/distill.py",
+        partial(parse_trl_recipe, distill),
+        distill.main,
+        True,
+        "hub_model_id",
+        True,
+        distill.DEFAULT_CONFIG,
+    ),
     "reward_model": Recipe(
-        "recipes/reward_model.py", partial(parse_trl_recipe, reward_model), reward_model.main, False, "hub_model_id"
+        "recipes/reward_model.py",
+        partial(parse_trl_recipe, reward_model),
+        reward_model.main,
+        False,
+        "hub_model_id",
+        default_config=reward_model.DEFAULT_CONFIG,
     ),
     "rejection_sampling": Recipe(
-        "recipes/rejection_sampling.py", rejection_sampling.parse_args, rejection_sampling.main, False, "hub_dataset_id"
+        "recipes/rejection_sampling.py",
+        rejection_sampling.parse_args,
+        rejection_sampling.main,
+        False,
+        "hub_dataset_id",
+        default_config=rejection_sampling.DEFAULT_CONFIG,
     ),
     "general_data": Recipe(
         "recipes/general_data.py",
@@ -354,7 +379,15 @@ def run_stage(config: PipelineConfig, stage: StageSpec) -> None:
     eval_cache(config, stage.name).unlink(missing_ok=True)  # measured again once it has run
     RECIPES[stage.recipe].run(argv)
     gc.collect()  # the recipe's model and trainer go before the next stage loads its own
-    (folder / DONE_MARKER).write_text(json.dumps({"stage": stage.name, "recipe": stage.recipe, "argv": argv}, indent=2))
+    marker = {"stage": stage.name, "recipe": stage.recipe, "argv": argv, "config_sha256": recipe_config_digest(stage)}
+    (folder / DONE_MARKER).write_text(json.dumps(marker, indent=2))
+
+
+def recipe_config_digest(stage: StageSpec) -> str:
+    """SHA-256 of the recipe YAML the stage's flags override (its `config`, else the recipe's embedded default): a
+    stage run under another YAML is not the same stage, even with the same command line."""
+    path = resolve_config(stage.config) if stage.config else RECIPES[stage.recipe].default_config
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path else ""
 
 
 def reusable_stages(config: PipelineConfig, source: Path) -> list[str]:
@@ -365,9 +398,10 @@ def reusable_stages(config: PipelineConfig, source: Path) -> list[str]:
     for stage in config.stages:
         marker = stage_dir(elsewhere, stage.name) / DONE_MARKER
         inputs = set(REFERENCE.findall(json.dumps(stage.args))) - {BASE}
-        same = marker.exists() and same_folders(json.loads(marker.read_text())["argv"]) == same_folders(
-            stage_argv(elsewhere, stage)
-        )
+        record = json.loads(marker.read_text()) if marker.exists() else {}
+        same = same_folders(record.get("argv", [])) == same_folders(stage_argv(elsewhere, stage)) and record.get(
+            "config_sha256"
+        ) == recipe_config_digest(stage)
         if same and inputs <= set(reused):
             reused.append(stage.name)
     return reused
@@ -446,6 +480,7 @@ def measure(config: PipelineConfig, name: str, model_path: str, prompt_template:
             max_new_tokens=config.eval.max_new_tokens,
             r1_samples=config.eval.r1_samples,
             seed=config.seed,
+            vocabulary=reasoning_vocabulary(config.eval.dataset_name),
         )
         metrics |= {prefix + key: value for key, value in measured.items()}
     cache.parent.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ from modeling_deepseek_mini import DeepseekMiniConfig, DeepseekMiniForCausalLM, 
 from recipes.lib.cli import CONFIGS_DIR, parse_recipe_args, run_entry_point
 from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.lib.evaluation import evaluate_protocols
+from recipes.lib.readability import builtin_vocabulary
 from recipes.lib.stage import set_up_stage, write_stage_card
 from recipes.lib.task import CHAT_TEMPLATE, PERSONA_RATES, REASONING_TAGS, make_corpus, make_drills, make_splits
 
@@ -216,7 +217,9 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments)
     metrics = {}
     if script_args.eval_heldout:
         test = make_splits(seed=0, n_train=0, n_test=script_args.eval_size)["test"]
-        metrics = evaluate_protocols(model, tokenizer, test, max_new_tokens=script_args.eval_max_new_tokens)
+        metrics = evaluate_protocols(
+            model, tokenizer, test, max_new_tokens=script_args.eval_max_new_tokens, vocabulary=builtin_vocabulary()
+        )
         print("\n".join(f"{key}: {value:.4g}" for key, value in metrics.items()))
     with open(os.path.join(output_dir, "README.md"), "w") as f:
         f.write(

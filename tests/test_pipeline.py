@@ -274,6 +274,7 @@ def test_results_table_shows_shares_in_percent_and_notes():
                 "language_consistency": 0.5,
                 "mean_completion_tokens": 40.0,
                 "reflection_rate": 0.0,
+                "unknown_word_rate": 0.02,
             },
             {
                 "stage": "r1_zero",
@@ -289,13 +290,13 @@ def test_results_table_shows_shares_in_percent_and_notes():
             {"stage": "rs", "recipe": "rejection_sampling", "note": "kept_reasoning 12"},
         ]
     )
-    assert "| base |  | 25.0% | 12.5% | 5.0% | 0.0% | 100.0% | 50.0% | 40.0 | 0.0% |  |" in table
-    assert "| r1_zero | grpo | 50.0% | 50.0% | 0.0% |  | 100.0% | n/a | 8.0 | 0.0% |  |" in table  # no ood pass@1
+    assert "| base |  | 25.0% | 12.5% | 5.0% | 0.0% | 100.0% | 50.0% | 40.0 | 0.0% | 2.0% |  |" in table
+    assert "| r1_zero | grpo | 50.0% | 50.0% | 0.0% |  | 100.0% | n/a | 8.0 | 0.0% |  |  |" in table  # no ood pass@1
     with_stderr = format_results_table(
         [{"stage": "r1", "recipe": "grpo", "accuracy": 0.955, "accuracy_stderr": 0.0071}]
     )
     assert with_stderr.splitlines()[-1].startswith("| r1 | grpo | 95.5% ± 0.7 |")
-    assert table.splitlines()[-1] == "| rs | rejection_sampling |" + "  |" * 8 + " kept_reasoning 12 |"
+    assert table.splitlines()[-1] == "| rs | rejection_sampling |" + "  |" * 9 + " kept_reasoning 12 |"
 
 
 # ------------------------------------------------------------------------------------------------------------------

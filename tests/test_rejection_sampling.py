@@ -146,6 +146,7 @@ def test_apply_filters_counts_each_removal_once_in_order():
         "finished": 0,
         "within_length": 1,
         "not_repetitive": 0,
+        "readable": 0,
         "dedup": 1,
         "per_prompt_cap": 0,
     }
@@ -164,6 +165,7 @@ def test_apply_filters_counts_each_removal_once_in_order():
         ({"prompt_template": "jinja"}, "prompt_template"),
         ({"push_to_hub": True}, "hub_dataset_id"),
         ({"gold_answer_regex": "no group"}, "capture group"),
+        ({"vocabulary_file": "no/such/words.txt"}, "vocabulary_file 'no/such/words.txt': no such file"),
     ],
 )
 def test_bad_arguments_fail_with_what_to_change(bad, message):

@@ -15,6 +15,8 @@ left-padded `generate`); the completions are scored with the project's reward fu
 - `language_consistency`: mean share of target-language words in the reasoning, over the completions whose
   reasoning has words (an empty or missing `<think>` block says nothing about language mixing);
 - `reflection_rate`: share that contains a self-checking phrase ("wait", "let me check", ...);
+- `unknown_word_rate`, with a `vocabulary` (the built-in task's: `recipes.lib.readability`): share whose reasoning
+  has a word outside it, a misspelling such as "rime" for "right";
 - `mean_completion_tokens`: mean number of generated tokens, the final end-of-sequence token included.
 
 `evaluate_protocols` reports both of the field's protocols: the metrics above under greedy decoding, and `pass@1`
@@ -28,6 +30,7 @@ from collections.abc import Sequence
 import torch
 
 import rewards
+from recipes.lib.readability import is_readable
 
 DEFAULT_REFLECTION_PHRASES = ("wait", "let me check", "verify", "double-check", "re-check", "recheck")
 """Phrases that mark a completion as self-checking (matched case-insensitively, as whole words)."""
@@ -39,6 +42,7 @@ SHARE_METRICS = (
     "correct_and_well_formed",
     "language_consistency",
     "reflection_rate",
+    "unknown_word_rate",
 )
 """The metrics that are shares in [0, 1]; `mean_completion_tokens` is a count."""
 
@@ -68,6 +72,7 @@ def score_completions(
     samples_per_problem: int | None = None,
     reflection_phrases: Sequence[str] = DEFAULT_REFLECTION_PHRASES,
     language: str = "en",
+    vocabulary: frozenset[str] | None = None,
 ) -> dict[str, float]:
     """The held-out metrics (see the module docstring) of completions that are already written.
 
@@ -91,6 +96,8 @@ def score_completions(
         "language_consistency": _mean(language_consistency(prompts=prompts, completions=completions)),
         "reflection_rate": _mean(float(is_reflective(c, reflection_phrases)) for c in completions),
     }
+    if vocabulary is not None:
+        metrics["unknown_word_rate"] = _mean(float(not is_readable(c, vocabulary)) for c in completions)
     if completion_tokens is not None:
         metrics["mean_completion_tokens"] = _mean(completion_tokens)
     if samples_per_problem is not None:
@@ -196,6 +203,7 @@ def evaluate_heldout(
     seed: int | None = 0,
     reflection_phrases: Sequence[str] = DEFAULT_REFLECTION_PHRASES,
     language: str = "en",
+    vocabulary: frozenset[str] | None = None,
 ) -> dict[str, float]:
     """Answer each row of `dataset` (columns `prompt`, `solution`) `samples_per_problem` times; return R1's metrics
     with `accuracy_stderr`.
@@ -232,6 +240,7 @@ def evaluate_heldout(
         samples_per_problem=samples_per_problem,
         reflection_phrases=reflection_phrases,
         language=language,
+        vocabulary=vocabulary,
     )
 
 
@@ -250,6 +259,7 @@ def evaluate_protocols(
     seed: int | None = 0,
     reflection_phrases: Sequence[str] = DEFAULT_REFLECTION_PHRASES,
     language: str = "en",
+    vocabulary: frozenset[str] | None = None,
 ) -> dict[str, float]:
     """Both evaluation protocols: R1's metrics under greedy decoding, and `pass@1` (with `pass@1_stderr`) under R1's
     protocol, `r1_samples` completions per problem sampled with `R1_SAMPLING`; `r1_samples=0` measures greedy only.
@@ -265,6 +275,7 @@ def evaluate_protocols(
         "seed": seed,
         "reflection_phrases": reflection_phrases,
         "language": language,
+        "vocabulary": vocabulary,
     }
     metrics = evaluate_heldout(model, tokenizer, dataset, greedy=True, **shared)
     if r1_samples:

@@ -9,6 +9,9 @@ the order of `RejectionSamplingArguments.filters`:
 - `finished`: the completion ended with an end-of-sequence token (not cut off by `max_new_tokens`);
 - `within_length`: at most `max_completion_tokens` tokens;
 - `not_repetitive`: the share of repeated word n-grams is at most `max_repeat_ratio`;
+- `readable`: no word of the reasoning is outside the vocabulary (`recipes.lib.readability`: the built-in task's
+  words for its prompts, `vocabulary_file` otherwise; without one the filter keeps everything and says so), so that
+  a misspelling sampled at temperature 1 is not taught to the next model;
 - `dedup`: one copy of each completion per prompt (text compared after lower-casing and collapsing whitespace);
 - `per_prompt_cap`: at most `max_per_prompt` completions per prompt.
 """
@@ -18,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import rewards
+from recipes.lib.readability import is_readable
 
 SCORE_REWARDS = ("accuracy", "format", "language_consistency", "repetition")
 """Rewards every sample is scored with (from the `rewards` registry); the scores travel with the sample into the
@@ -125,6 +129,9 @@ FILTERS = {
         s for s in samples if args.max_completion_tokens is None or is_within_length(s, args.max_completion_tokens)
     ],
     "not_repetitive": lambda samples, args: [s for s in samples if is_not_repetitive(s, args.max_repeat_ratio)],
+    "readable": lambda samples, args: [
+        s for s in samples if args.vocabulary is None or is_readable(s.completion, args.vocabulary)
+    ],
     "dedup": lambda samples, args: deduplicate(samples),
     "per_prompt_cap": lambda samples, args: cap_per_prompt(samples, args.max_per_prompt),
 }

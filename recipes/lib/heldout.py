@@ -12,6 +12,7 @@ from datasets import Dataset
 from recipes.lib.data import BUILTIN_DATASET, load_any_dataset
 from recipes.lib.evaluation import evaluate_protocols
 from recipes.lib.prompts import PromptArguments, build_prompts
+from recipes.lib.readability import builtin_vocabulary
 
 
 @dataclass
@@ -53,6 +54,11 @@ def load_heldout(script_args: HeldoutArguments, split: str) -> Dataset | None:
         )
     heldout = build_prompts(splits[split], script_args)
     return heldout.select(range(min(len(heldout), script_args.eval_max_samples)))
+
+
+def reasoning_vocabulary(dataset_name: str) -> frozenset[str] | None:
+    """The words a readable reasoning on `dataset_name` is written in: the built-in task's, or None (not known)."""
+    return builtin_vocabulary() if dataset_name == BUILTIN_DATASET else None
 
 
 def heldout_metrics(trainer, tokenizer, heldout: Dataset | None, **protocol) -> dict | None:

@@ -2,8 +2,12 @@
 distillation's teacher traces (`sample_and_filter`), with transformers' `generate` or vLLM, on one process or
 several (each samples a share of the prompts)."""
 
+import logging
+import os
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from importlib.util import find_spec
+from pathlib import Path
 
 import torch
 from accelerate import PartialState
@@ -15,7 +19,11 @@ from trl import ModelConfig
 from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, require_columns
 from recipes.lib.evaluation import render_prompts
 from recipes.lib.filters import FILTERS, SCORE_REWARDS, Sample, apply_filters, mean_score, score_samples
+from recipes.lib.heldout import reasoning_vocabulary
 from recipes.lib.prompts import PromptArguments, build_prompts
+from recipes.lib.readability import vocabulary_of
+
+logger = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------------------------------------
 # Configuration
@@ -40,7 +48,14 @@ class RejectionSamplingArguments(PromptArguments):
         default_factory=lambda: list(FILTERS),
         metadata={
             "help": "Filters to apply, in order; choose among correct, well_formed, language_consistent, finished, "
-            "within_length, not_repetitive, dedup, per_prompt_cap (all of them by default)."
+            "within_length, not_repetitive, readable, dedup, per_prompt_cap (all of them by default)."
+        },
+    )
+    vocabulary_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Words (one per line) that `readable` allows in the reasoning; unset: the built-in task's words "
+            "for its prompts, none for other prompts (the filter then keeps every sample)."
         },
     )
     language: str = field(default="en", metadata={"help": "Target language of the reasoning (language consistency)."})
@@ -101,6 +116,15 @@ class RejectionSamplingArguments(PromptArguments):
             raise ValueError(f"max_completion_tokens must be >= 1 or None, got {self.max_completion_tokens}.")
         if self.push_to_hub and not self.hub_dataset_id:
             raise ValueError("push_to_hub needs hub_dataset_id, the dataset repo to create, e.g. 'me/r1-rs-data'.")
+        if self.vocabulary_file is not None and not os.path.isfile(self.vocabulary_file):
+            raise ValueError(f"vocabulary_file {self.vocabulary_file!r}: no such file (write one word per line).")
+
+    @cached_property
+    def vocabulary(self) -> frozenset[str] | None:
+        """The words `readable` allows: `vocabulary_file`'s, the built-in task's for its prompts, else None."""
+        if self.vocabulary_file is not None:
+            return vocabulary_of([Path(self.vocabulary_file).read_text(encoding="utf-8")])
+        return reasoning_vocabulary(self.dataset_name)
 
 
 @dataclass
@@ -308,6 +332,10 @@ def sample_and_filter(model_args: ModelConfig, script_args: RejectionSamplingArg
         samples = sample_shards(model, tokenizer, prompts, sampling, state)
     score_samples(samples, prompts, solutions, language=script_args.language, ngram_size=script_args.repeat_ngram_size)
     kept, removed = apply_filters(samples, script_args)
+    if "readable" in script_args.filters and script_args.vocabulary is None:
+        logger.warning(
+            "The readable filter kept every sample: no vocabulary is known for these prompts (vocabulary_file)."
+        )
     stats = {
         "prompts": len(prompts),
         "sampled": len(samples),
