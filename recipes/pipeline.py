@@ -384,10 +384,12 @@ def run_stage(config: PipelineConfig, stage: StageSpec) -> None:
 
 
 def recipe_config_digest(stage: StageSpec) -> str:
-    """SHA-256 of the recipe YAML the stage's flags override (its `config`, else the recipe's embedded default): a
-    stage run under another YAML is not the same stage, even with the same command line."""
+    """SHA-256 of the settings in the recipe YAML the stage's flags override (its `config`, else the recipe's embedded
+    default; comments and key order aside): a stage run under other settings is not the same stage, even with the
+    same command line."""
     path = resolve_config(stage.config) if stage.config else RECIPES[stage.recipe].default_config
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path else ""
+    settings = json.dumps(read_yaml(path), sort_keys=True) if path else ""
+    return hashlib.sha256(settings.encode()).hexdigest()
 
 
 def reusable_stages(config: PipelineConfig, source: Path) -> list[str]:
