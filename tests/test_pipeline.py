@@ -402,7 +402,7 @@ def test_a_second_run_skips_finished_stages(micro_run, monkeypatch):
     assert json.dumps(run_pipeline(config)) == json.dumps(rows) and ran == []
 
 
-def test_reuse_links_the_stages_before_a_changed_one_and_what_does_not_depend_on_it(micro_run, tmp_path):
+def test_reuse_links_the_stages_before_a_changed_one_and_what_does_not_depend_on_it(micro_run, tmp_path, monkeypatch):
     config, _, _ = micro_run
     changed = micro_config(tmp_path / "arm", hub_prefix=HUB_PREFIX)
     changed.stages[4].args["learning_rate"] = 1e-3  # rs_sft: it, and all_scenario_rl and the students after it, retrain
@@ -416,6 +416,11 @@ def test_reuse_links_the_stages_before_a_changed_one_and_what_does_not_depend_on
         reusable_stages(micro_config(tmp_path / "other-seed", hub_prefix=HUB_PREFIX, seed=1), Path(config.output_dir))
         == []
     )
+    sft_yaml = tmp_path / "sft.yaml"  # the recipe's own settings changed: every SFT stage, and what follows, retrains
+    sft_yaml.write_text(RECIPES["sft"].default_config.read_text().replace("learning_rate:", "learning_rate: 1.0e-3 #"))
+    monkeypatch.setitem(RECIPES, "sft", replace(RECIPES["sft"], default_config=sft_yaml))
+    same = micro_config(tmp_path / "same-flags", hub_prefix=HUB_PREFIX)
+    assert reusable_stages(same, Path(config.output_dir)) == ["r1_zero", "reward_model", "all_scenario_data"]
 
 
 def test_a_reused_stage_keeps_its_measurement_only_under_the_same_settings(micro_run, tmp_path, monkeypatch):
