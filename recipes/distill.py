@@ -33,7 +33,7 @@ import modeling_deepseek_mini  # noqa: F401  (registers DeepseekMini with the Au
 from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry_point
 from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, write_dataset
 from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
-from recipes.lib.heldout import HeldoutArguments, load_heldout, reasoning_vocabulary, report_heldout_after
+from recipes.lib.heldout import HeldoutArguments, load_heldout, report_heldout_after
 from recipes.lib.inputs import check_inputs
 from recipes.lib.presets import TINY_CAUSAL_LM_PRESETS, config_from_preset, preset_student_tokenizer
 from recipes.lib.sampling import RejectionSamplingArguments, SamplingConfig, format_stats, sample_and_filter
@@ -250,15 +250,7 @@ def main(script_args: DistillScriptArguments, training_args: GKDConfig, model_ar
     train_stage(trainer, run)
 
     # Held-out measurement
-    metrics = report_heldout_after(
-        trainer,
-        tokenizer,
-        heldout,
-        training_args.output_dir,
-        max_new_tokens=script_args.eval_max_new_tokens,
-        r1_samples=0,
-        vocabulary=reasoning_vocabulary(script_args.eval_dataset_name),
-    )
+    metrics = report_heldout_after(trainer, tokenizer, heldout, script_args, training_args.output_dir)
 
     # Save, card, push
     traces_source = (

@@ -28,7 +28,7 @@ from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser, get_peft_con
 import modeling_deepseek_mini  # noqa: F401  (registers DeepseekMini with the Auto classes)
 from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry_point
 from recipes.lib.data import BUILTIN_DATASET, load_any_dataset
-from recipes.lib.heldout import HeldoutArguments, load_heldout, reasoning_vocabulary, report_heldout_after
+from recipes.lib.heldout import HeldoutArguments, load_heldout, report_heldout_after
 from recipes.lib.inputs import check_inputs
 from recipes.lib.sft_trainer import check_sft_data, make_sft_trainer
 from recipes.lib.stage import StageArguments, finish_stage, prepare_stage, train_stage
@@ -110,15 +110,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
     train_stage(trainer, run)
 
     # Held-out measurement
-    metrics = report_heldout_after(
-        trainer,
-        tokenizer,
-        heldout,
-        training_args.output_dir,
-        max_new_tokens=script_args.eval_max_new_tokens,
-        r1_samples=0,
-        vocabulary=reasoning_vocabulary(script_args.eval_dataset_name),
-    )
+    metrics = report_heldout_after(trainer, tokenizer, heldout, script_args, training_args.output_dir)
 
     # Save, card, push
     finish_stage(

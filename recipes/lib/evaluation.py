@@ -160,33 +160,42 @@ def generate_completions(
     )
     was_training = model.training
     model.eval()
-    completions, lengths = [], []
-    devices = [model.device] if model.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    completions = []
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
         if seed is not None:
             torch.manual_seed(seed)
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                texts[start : start + batch_size],
-                return_tensors="pt",
-                padding=True,
-                padding_side="left",
-                add_special_tokens=False,
-            ).to(model.device)
-            output = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                **sampling,
-            )
-            generated = output[:, batch["input_ids"].shape[1] :]  # (B, T_new)
-            finished = generated == tokenizer.eos_token_id  # (B, T_new)
-            first_eos = torch.where(finished.any(dim=1), finished.int().argmax(dim=1) + 1, generated.shape[1])  # (B,)
-            lengths += first_eos.tolist()
-            completions += [tokenizer.decode(ids[:n], skip_special_tokens=True) for ids, n in zip(generated, first_eos)]
+            batch = texts[start : start + batch_size]
+            completions += generate_batch(model, tokenizer, batch, [tokenizer.eos_token_id], max_new_tokens, **sampling)
     model.train(was_training)
-    return completions, lengths
+    return [text for text, _, _ in completions], [n for _, n, _ in completions]
+
+
+@torch.no_grad()
+def generate_batch(
+    model, tokenizer, texts: Sequence[str], stops: Sequence[int], max_new_tokens: int, **generation
+) -> list[tuple[str, int, bool]]:
+    """Complete one batch of rendered prompts, left-padded: for each returned sequence (with `num_return_sequences`
+    k, prompt i's k rows are consecutive) its text without special tokens, its number of generated tokens up to and
+    including the first of the `stops`, and whether a stop ended it (else the budget did)."""
+    batch = tokenizer(list(texts), return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False).to(
+        model.device
+    )
+    output = model.generate(
+        **batch,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=list(stops),
+        **generation,
+    )
+    generated = output[:, batch["input_ids"].shape[1] :]  # (B*k, T_new)
+    is_stop = torch.isin(generated, torch.tensor(list(stops), device=generated.device))  # (B*k, T_new)
+    finished = is_stop.any(dim=1)  # (B*k,)
+    lengths = torch.where(finished, is_stop.int().argmax(dim=1) + 1, generated.shape[1])  # (B*k,)
+    return [
+        (tokenizer.decode(ids[:n], skip_special_tokens=True), n, done)
+        for ids, n, done in zip(generated, lengths.tolist(), finished.tolist())
+    ]
 
 
 def evaluate_heldout(

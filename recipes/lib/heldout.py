@@ -89,9 +89,19 @@ def measured_before(output_dir: str, name: str, measure: Callable[[], dict]) -> 
     return metrics
 
 
-def report_heldout_after(trainer, tokenizer, heldout: Dataset | None, output_dir: str, **protocol) -> dict | None:
-    """Measure the trained model (`heldout_metrics`), print the numbers and save them as `heldout_after.json`."""
-    metrics = heldout_metrics(trainer, tokenizer, heldout, **protocol)
+def report_heldout_after(
+    trainer, tokenizer, heldout: Dataset | None, script_args: HeldoutArguments, output_dir: str
+) -> dict | None:
+    """Measure the trained model greedily (`heldout_metrics`, within `eval_max_new_tokens`, unknown words counted
+    against the held-out dataset's vocabulary), print the numbers and save them as `heldout_after.json`."""
+    metrics = heldout_metrics(
+        trainer,
+        tokenizer,
+        heldout,
+        max_new_tokens=script_args.eval_max_new_tokens,
+        r1_samples=0,
+        vocabulary=reasoning_vocabulary(script_args.eval_dataset_name),
+    )
     if metrics is not None:
         print(json.dumps(metrics, indent=2))
         save_heldout(output_dir, "heldout_after", metrics)

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig
 
 from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, require_columns
-from recipes.lib.evaluation import render_prompts
+from recipes.lib.evaluation import generate_batch, render_prompts
 from recipes.lib.filters import FILTERS, SCORE_REWARDS, Sample, apply_filters, mean_score, score_samples
 from recipes.lib.heldout import reasoning_vocabulary
 from recipes.lib.prompts import PromptArguments, build_prompts
@@ -180,30 +180,19 @@ def sample_with_transformers(model, tokenizer, prompts: list, sampling: Sampling
     with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
         torch.manual_seed(sampling.seed)
         for start in range(0, len(texts), sampling.generation_batch_size):
-            batch = tokenizer(
+            completions = generate_batch(
+                model,
+                tokenizer,
                 texts[start : start + sampling.generation_batch_size],
-                return_tensors="pt",
-                padding=True,
-                padding_side="left",
-                add_special_tokens=False,
-            ).to(model.device)
-            output = model.generate(
-                **batch,
+                stops,
+                sampling.max_new_tokens,
                 do_sample=True,
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
                 top_k=0,
                 num_return_sequences=sampling.num_generations,
-                max_new_tokens=sampling.max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=stops,
             )
-            generated = output[:, batch["input_ids"].shape[1] :]  # (B*k, T_new), prompt i's k rows are consecutive
-            is_stop = torch.isin(generated, torch.tensor(stops, device=generated.device))  # (B*k, T_new)
-            finished = is_stop.any(dim=1)  # (B*k,)
-            lengths = torch.where(finished, is_stop.int().argmax(dim=1) + 1, generated.shape[1])  # (B*k,)
-            for row, (ids, n, done) in enumerate(zip(generated, lengths.tolist(), finished.tolist())):
-                text = tokenizer.decode(ids[:n], skip_special_tokens=True)
+            for row, (text, n, done) in enumerate(completions):
                 samples.append(Sample(start + row // sampling.num_generations, text, n, done))
     model.train(was_training)
     return samples
