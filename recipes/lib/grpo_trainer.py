@@ -179,7 +179,10 @@ class DeepseekGRPOTrainer(GRPOTrainer):
 
         self._signal_format = rewards.get_reward_func("format")
         self._signal_accuracy = rewards.get_reward_func("accuracy")
-        self._signal_language = rewards.get_reward_func("language_consistency", language=args.signal_language)
+        # As the held-out measurement reads it: a completion whose reasoning has no words says nothing (NaN, left out)
+        self._signal_language = rewards.get_reward_func(
+            "language_consistency", language=args.signal_language, empty_score=math.nan
+        )
         freeze_mtp_modules(self.model)
         expert_bias_model = find_expert_bias_model(self.model)
         if expert_bias_model is not None:
