@@ -33,7 +33,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.utils import can_return_tuple
 
 from .checkpoint_keys import register_per_expert_conversion, stack_per_expert_keys
-from .configuration_deepseek_mini import DeepseekMiniConfig
+from .configuration_deepseek_mini import DeepseekMiniConfig, check_rope_parameters
 from .moe_dispatch import compute_dtype, grouped_mm_runs, routed_experts
 
 # transformers 5.24 renamed the cache from `past_key_values` to `cache`: in `forward`, in the mask helpers and in the
@@ -154,17 +154,24 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interlea
 # Multi-head latent attention
 
 
+def newest_causal_mask(T: int, S: int, device: torch.device) -> torch.Tensor:
+    """(1, 1, T, S) boolean: the T newest of S positions each see themselves and every position before them."""
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)[None, None]
+
+
 class DeepseekMiniAttention(nn.Module):
     """MLA (DeepSeek-V2 section 2.1).
 
     K and V come from one latent c_kv = kv_a_layernorm(W_dkv h) of width d_c; position goes through a separate RoPE key
     k_pe (width d_R) shared by all heads. Only (c_kv, k_pe) are cached. Training and prefill expand the latent to
-    per-head K/V and use SDPA; decoding folds W_UK into the query and W_UV after attention, so each step attends over
-    the latent cache directly: multi-query attention with d_k = d_c + d_R and d_v = d_c.
+    per-head K/V and use SDPA (or, with `attn_implementation="eager"`, write the attention probabilities out, so they
+    can be returned); decoding folds W_UK into the query and W_UV after attention, so each step attends over the latent
+    cache directly: multi-query attention with d_k = d_c + d_R and d_v = d_c.
     """
 
     def __init__(self, config: DeepseekMiniConfig, layer_idx: int):
         super().__init__()
+        self.config = config  # the attention implementation is read at each call (`set_attn_implementation` changes it)
         self.layer_idx = layer_idx
         self.num_heads = config.num_attention_heads
         self.qk_nope_head_dim, self.qk_rope_head_dim = config.qk_nope_head_dim, config.qk_rope_head_dim
@@ -193,7 +200,8 @@ class DeepseekMiniAttention(nn.Module):
         sin: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, d) -> the output (B, T, d) and the attention probabilities (B, H, T, S), None on the SDPA path."""
         B, T, _ = x.shape
         if hasattr(self, "q_proj"):
             q = self.q_proj(x)
@@ -214,10 +222,21 @@ class DeepseekMiniAttention(nn.Module):
         if attention_mask is not None and attention_mask.dtype != torch.bool:  # an additive float mask
             attention_mask = attention_mask == 0
         if c_kv.shape[1] > T:  # decoding against a cache: attend over the latent
-            out = self.attend_absorbed(q_nope, q_pe, c_kv, k_pe, attention_mask)
+            out, probs = self.attend_absorbed(q_nope, q_pe, c_kv, k_pe, attention_mask)
+        elif self.config._attn_implementation == "eager":
+            out, probs = self.attend_eager(q_nope, q_pe, c_kv, k_pe, attention_mask)
         else:
-            out = self.attend_expanded(q_nope, q_pe, c_kv, k_pe, attention_mask)
-        return self.o_proj(out.reshape(B, T, self.num_heads * self.v_head_dim))
+            out, probs = self.attend_expanded(q_nope, q_pe, c_kv, k_pe, attention_mask), None
+        return self.o_proj(out.reshape(B, T, self.num_heads * self.v_head_dim)), probs
+
+    def expand_latent(self, q_nope, q_pe, c_kv, k_pe):
+        """Per-head q (B, T, H, d_h + d_R), k (B, S, H, d_h + d_R) and v (B, S, H, d_v) from the query parts and the
+        latent. Inputs (B, T, H, *) and (B, S, *)."""
+        B, S, _ = c_kv.shape
+        kv = self.kv_b_proj(c_kv).view(B, S, self.num_heads, self.qk_nope_head_dim + self.v_head_dim)
+        k_nope, v = kv[..., : self.qk_nope_head_dim], kv[..., self.qk_nope_head_dim :]
+        k = torch.cat([k_nope, k_pe[:, :, None].expand(-1, -1, self.num_heads, -1)], -1)  # (B, S, H, d_h + d_R)
+        return torch.cat([q_nope, q_pe], -1), k, v  # q (B, T, H, d_h + d_R)
 
     def attend_expanded(self, q_nope, q_pe, c_kv, k_pe, attention_mask):
         """Expand the latent to per-head K/V (B, S, H, *) and run SDPA. Inputs (B, T, H, *) and (B, S, *).
@@ -227,12 +246,8 @@ class DeepseekMiniAttention(nn.Module):
         falls back to its math kernel, which materialises the (T, S) scores of every head and computes the masked half
         of causal attention: 3-4x slower at 2048 tokens, and the scores are kept for the backward.
         """
-        B, S, _ = c_kv.shape
         T = q_nope.shape[1]
-        kv = self.kv_b_proj(c_kv).view(B, S, self.num_heads, self.qk_nope_head_dim + self.v_head_dim)
-        k_nope, v = kv[..., : self.qk_nope_head_dim], kv[..., self.qk_nope_head_dim :]
-        k = torch.cat([k_nope, k_pe[:, :, None].expand(-1, -1, self.num_heads, -1)], -1)  # (B, S, H, d_h + d_R)
-        q = torch.cat([q_nope, q_pe], -1)  # (B, T, H, d_h + d_R)
+        q, k, v = self.expand_latent(q_nope, q_pe, c_kv, k_pe)
         v = F.pad(v, (0, max(q.shape[-1] - self.v_head_dim, 0)))  # (B, S, H, d_h + d_R)
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2),
@@ -245,9 +260,21 @@ class DeepseekMiniAttention(nn.Module):
         )  # (B, H, T, d_h + d_R)
         return out[..., : self.v_head_dim].transpose(1, 2)  # (B, T, H, d_v)
 
+    def attend_eager(self, q_nope, q_pe, c_kv, k_pe, attention_mask):
+        """The same attention with every head's (T, S) probabilities written out, as `attn_implementation="eager"`
+        asks, so they can be returned. Inputs (B, T, H, *) and (B, S, *) -> (B, T, H, d_v) and (B, H, T, S)."""
+        T, S = q_nope.shape[1], c_kv.shape[1]
+        q, k, v = self.expand_latent(q_nope, q_pe, c_kv, k_pe)
+        scores = torch.einsum("bthd,bshd->bhts", q, k).float() * self.softmax_scale  # (B, H, T, S)
+        if attention_mask is None and T > 1:
+            attention_mask = newest_causal_mask(T, S, c_kv.device)
+        probs = self.attention_probs(scores, attention_mask, v.dtype)
+        return torch.einsum("bhts,bshv->bthv", probs, v), probs
+
     def attend_absorbed(self, q_nope, q_pe, c_kv, k_pe, attention_mask):
         """Attention over the latent cache (DeepSeek-V2 appendix): q^T k = (W_UK^T q_nope)^T c_kv + q_pe^T k_pe and
-        o = W_UV (sum_s p_s c_kv_s), so K and V are never materialised per head. Inputs (B, T, H, *) and (B, S, *).
+        o = W_UV (sum_s p_s c_kv_s), so K and V are never materialised per head. Inputs (B, T, H, *) and (B, S, *)
+        -> (B, T, H, d_v) and the probabilities (B, H, T, S).
 
         W_UK and W_UV are views of kv_b_proj.weight: nothing is recomputed from the weights at each step.
         """
@@ -260,12 +287,19 @@ class DeepseekMiniAttention(nn.Module):
         scores = q_latent.reshape(B, T * H, -1) @ c_kv.mT + q_pe.reshape(B, T * H, -1) @ k_pe.mT  # (B, T*H, S)
         scores = scores.view(B, T, H, S).float() * self.softmax_scale
         if attention_mask is None and T > 1:  # a chunk of new tokens after the cache: causal within the chunk
-            attention_mask = torch.ones(T, S, dtype=torch.bool, device=c_kv.device).tril(S - T)[None, None]
-        if attention_mask is not None:  # (B, 1, T, S) -> (B, T, 1, S); a finite fill keeps padded rows free of NaN
-            scores = scores.masked_fill(~attention_mask.transpose(1, 2), torch.finfo(scores.dtype).min)
-        probs = F.dropout(scores.softmax(-1), self.attention_dropout, self.training).to(c_kv.dtype)
+            attention_mask = newest_causal_mask(T, S, c_kv.device)
+        if attention_mask is not None:  # (B, 1, T, S) -> (B, T, 1, S)
+            attention_mask = attention_mask.transpose(1, 2)
+        probs = self.attention_probs(scores, attention_mask, c_kv.dtype)  # (B, T, H, S)
         out_latent = (probs.view(B, T * H, S) @ c_kv).view(B, T, H, -1)  # (B, T, H, d_c)
-        return torch.einsum("bthc,hvc->bthv", out_latent, w_uv)  # (B, T, H, d_v)
+        return torch.einsum("bthc,hvc->bthv", out_latent, w_uv), probs.transpose(1, 2)  # (B, T, H, d_v), (B, H, T, S)
+
+    def attention_probs(self, scores: torch.Tensor, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """Softmax over the keys (last dim) of fp32 scores, where the boolean mask (broadcast to the scores) holds, then
+        dropout in training, cast to `dtype`. A finite fill keeps fully masked (padded) rows free of NaN."""
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        return F.dropout(scores.softmax(-1), self.attention_dropout, self.training).to(dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -483,14 +517,16 @@ class DeepseekMiniDecoderLayer(GradientCheckpointingLayer):
         cache: Cache | None = None,
         token_mask: torch.Tensor | None = None,
         return_aux_loss: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h = hidden_states + self.self_attn(self.input_layernorm(hidden_states), cos, sin, attention_mask, cache)
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """-> the new hidden states, the MoE balance loss (when asked) and the attention probabilities (eager)."""
+        attn_out, attn_probs = self.self_attn(self.input_layernorm(hidden_states), cos, sin, attention_mask, cache)
+        h = hidden_states + attn_out
         x = self.post_attention_layernorm(h)
         if isinstance(self.mlp, DeepseekMiniMoE):
             out, aux_loss = self.mlp(x, token_mask, return_aux_loss)
         else:
             out, aux_loss = self.mlp(x), None
-        return h + out, aux_loss
+        return h + out, aux_loss, attn_probs
 
 
 class DeepseekMiniMTPHead(nn.Module):
@@ -526,7 +562,7 @@ class DeepseekMiniMTPLayer(DeepseekMiniDecoderLayer):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """hidden_states: h^{k-1}_i, token_embeds: Emb(t_{i+k}), both (B, T-k, d) -> normed h^k (B, T-k, d)."""
         h = self.eh_proj(torch.cat([self.enorm(token_embeds), self.hnorm(hidden_states)], dim=-1))
-        h, aux_loss = super().forward(
+        h, aux_loss, _ = super().forward(
             h, cos=cos, sin=sin, attention_mask=attention_mask, token_mask=token_mask, return_aux_loss=return_aux_loss
         )
         return self.shared_head.norm(h), aux_loss
@@ -577,6 +613,16 @@ class DeepseekMiniCausalLMOutput(CausalLMOutputWithPast):
     mtp_loss: torch.FloatTensor | None = None
 
 
+def check_attentions_can_be_returned(config: DeepseekMiniConfig) -> None:
+    """SDPA never forms the attention probabilities: only the eager path can return them."""
+    if config._attn_implementation != "eager":
+        raise ValueError(
+            f"DeepseekMini: output_attentions=True needs the eager attention path, but the model runs "
+            f'{config._attn_implementation!r}: load it with from_pretrained(..., attn_implementation="eager") or '
+            'call model.set_attn_implementation("eager") first.'
+        )
+
+
 def load_statistics(load: torch.Tensor) -> dict[str, float]:
     """Imbalance of one layer's token counts (E,): max/mean (1 = balanced) and coefficient of variation."""
     load = load.double()
@@ -595,10 +641,17 @@ class DeepseekMiniPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["DeepseekMiniDecoderLayer", "DeepseekMiniMTPLayer"]
     _skip_keys_device_placement = ["cache", "past_key_values"]
-    _supports_sdpa = True
+    _supports_sdpa = True  # the default; "eager" writes the attention probabilities out (output_attentions)
+    _can_compile_fullgraph = True  # torch.compile(fullgraph=True) and torch.export trace the forward (tested)
     _keep_in_fp32_modules_strict = ["e_score_correction_bias"]
     # DeepSeek's hub checkpoints repeat the shared embedding and head inside every MTP module.
     _keys_to_ignore_on_load_unexpected = [r"model\.layers\.\d+\.(embed_tokens|shared_head\.head)\.weight"]
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        """`set_attn_implementation` may switch SDPA and eager: the attention reads the config's choice at each call.
+        (transformers guesses from the source, which finds no `AttentionInterface` here.)"""
+        return True
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -658,6 +711,7 @@ class DeepseekMiniModel(DeepseekMiniPreTrainedModel):
 
     def __init__(self, config: DeepseekMiniConfig):
         super().__init__(config)
+        check_rope_parameters(config.rope_parameters)  # they may have changed since the config checked them
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.layers = nn.ModuleList(
             [DeepseekMiniDecoderLayer(config, i) for i in range(config.num_hidden_layers)]
@@ -682,11 +736,13 @@ class DeepseekMiniModel(DeepseekMiniPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_aux_loss: bool = False,
         past_key_values: Cache | None = None,
         **kwargs,
     ) -> DeepseekMiniModelOutput:
-        """`cache` (or, as transformers < 5.24 names it, `past_key_values`) holds the latent cache of earlier tokens."""
+        """`cache` (or, as transformers < 5.24 names it, `past_key_values`) holds the latent cache of earlier tokens.
+        `output_attentions` returns each main layer's attention probabilities (B, H, T, S), on the eager path only."""
         cache = resolve_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("DeepseekMiniModel: pass exactly one of input_ids or inputs_embeds.")
@@ -694,6 +750,10 @@ class DeepseekMiniModel(DeepseekMiniPreTrainedModel):
             use_cache = self.config.use_cache and not self.training
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        if output_attentions:
+            check_attentions_can_be_returned(self.config)
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         if inputs_embeds is None:
@@ -713,9 +773,10 @@ class DeepseekMiniModel(DeepseekMiniPreTrainedModel):
 
         h = inputs_embeds
         all_hidden_states = (h,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
         aux_loss = None
         for layer in self.layers[: self.config.num_hidden_layers]:
-            h, layer_aux = layer(
+            h, layer_aux, attn_probs = layer(
                 h,
                 cos=cos,
                 sin=sin,
@@ -728,12 +789,15 @@ class DeepseekMiniModel(DeepseekMiniPreTrainedModel):
                 aux_loss = layer_aux if aux_loss is None else aux_loss + layer_aux
             if output_hidden_states:
                 all_hidden_states += (h,)
+            if output_attentions:
+                all_attentions += (attn_probs,)
         h = self.norm(h)
         if output_hidden_states:  # the last entry is the normed output, as in transformers' decoders
             all_hidden_states = all_hidden_states[:-1] + (h,)
         return DeepseekMiniModelOutput(
             last_hidden_state=h,
             hidden_states=all_hidden_states,
+            attentions=all_attentions,
             aux_loss=aux_loss,
             **{CACHE_FIELD: cache if use_cache else None},
         )
@@ -816,6 +880,7 @@ class DeepseekMiniForCausalLM(DeepseekMiniPreTrainedModel, GenerationMixin):
             loss=loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
             aux_loss=aux_loss,
             mtp_loss=mtp_loss,
             **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},

@@ -46,15 +46,18 @@ def grouped_mm_runs(device: torch.device, dtype: torch.dtype) -> bool:
 
 def grouped_mm_supported(x: torch.Tensor, w: torch.Tensor) -> bool:
     """`F.grouped_mm` takes these operands: `grouped_mm_runs` for their device and dtype and, on CPU, 16-byte aligned
-    data and strides."""
+    data and strides. Traced by torch.compile / torch.export, a tensor has no address yet (its strides decide: the
+    allocator aligns fresh tensors and parameters) and torch traces `F.grouped_mm` in bf16 only."""
     if not grouped_mm_runs(x.device, x.dtype):
+        return False
+    if torch.compiler.is_compiling() and x.dtype != torch.bfloat16:
         return False
     if x.device.type == "cuda":
         return True
 
     def aligned(t: torch.Tensor) -> bool:
         strides_ok = all(stride * t.element_size() % 16 == 0 for stride in t.stride() if stride != 1)
-        return t.data_ptr() % 16 == 0 and strides_ok
+        return strides_ok and (torch.compiler.is_compiling() or t.data_ptr() % 16 == 0)
 
     return aligned(x) and aligned(w)
 
@@ -66,16 +69,36 @@ def grouped_mm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch
     a (k, S), b (S, n) -> (E, k, n): each group's product over its own rows (an expert's weight gradient).
 
     `F.grouped_mm` reads the offsets on the device, so dispatch needs no host synchronisation. Operands it refuses
-    (a width that breaks the 16-byte alignment on CPU, float64 under gradcheck) take one matmul per group after
-    reading the offsets once.
+    (a width that breaks the 16-byte alignment on CPU, float64 under gradcheck, any dtype but bf16 when traced) take
+    `per_group_mm`.
     """
     if grouped_mm_supported(a, b):
         return F.grouped_mm(a, b, offs=offsets)
+    return torch.ops.deepseek_mini.per_group_mm(a, b, offsets)
+
+
+def per_group_mm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """`grouped_mm` as one matmul per group, after reading the offsets once (a host synchronisation)."""
     bounds = [0, *offsets.tolist()]
     groups = [slice(bounds[e], bounds[e + 1]) for e in range(len(bounds) - 1)]
     if b.dim() == 3:
         return torch.cat([a[rows] @ b[e] for e, rows in enumerate(groups)])
     return torch.stack([a[:, rows] @ b[rows] for rows in groups])
+
+
+def per_group_mm_shape(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """An empty tensor shaped as `per_group_mm`'s output, (S, n) or (E, k, n): what torch.compile / export trace."""
+    if b.dim() == 3:
+        return a.new_empty(a.shape[0], b.shape[2])
+    return a.new_empty(offsets.shape[0], a.shape[0], b.shape[1])
+
+
+# torch.compile and torch.export cannot trace the host read of the offsets; as a custom op the per-group loop is one
+# opaque node whose output `per_group_mm_shape` describes. Every copy of this file (the package's, a checkpoint's)
+# defines the same op: the first one imported registers it.
+if not hasattr(torch.ops.deepseek_mini, "per_group_mm"):
+    torch.library.custom_op("deepseek_mini::per_group_mm", per_group_mm, mutates_args=())
+    torch.library.register_fake("deepseek_mini::per_group_mm", per_group_mm_shape)
 
 
 def gated(act_fn, gate_up: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
+from trl import ModelConfig, ScriptArguments, TrlParser
 from trl.experimental.gkd import GKDConfig, GKDTrainer
 
 import modeling_deepseek_mini  # noqa: F401  (registers DeepseekMini with the Auto classes)
@@ -35,6 +35,7 @@ from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, write_dataset
 from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.lib.heldout import HeldoutArguments, load_heldout, report_heldout_after
 from recipes.lib.inputs import check_inputs
+from recipes.lib.lora import peft_config_for
 from recipes.lib.presets import TINY_CAUSAL_LM_PRESETS, config_from_preset, preset_student_tokenizer
 from recipes.lib.sampling import RejectionSamplingArguments, SamplingConfig, format_stats, sample_and_filter
 from recipes.lib.sft_trainer import check_sft_data, make_sft_trainer
@@ -219,7 +220,7 @@ def make_gkd_trainer(student, tokenizer, traces, script_args, training_args: GKD
         callbacks=[UnreachedParametersCallback()],
         train_dataset=traces.select_columns(["messages"]),
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config_for(student, model_args),
     )
 
 
@@ -244,7 +245,9 @@ def main(script_args: DistillScriptArguments, training_args: GKDConfig, model_ar
     if script_args.distillation_loss == "gkd":
         trainer = make_gkd_trainer(student, tokenizer, traces, script_args, training_args, model_args)
     else:
-        trainer = make_sft_trainer(student, tokenizer, traces, training_args, peft_config=get_peft_config(model_args))
+        trainer = make_sft_trainer(
+            student, tokenizer, traces, training_args, peft_config=peft_config_for(student, model_args)
+        )
 
     # Train
     train_stage(trainer, run)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
+from trl import ModelConfig, ScriptArguments, TrlParser
 
 from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry_point
 from recipes.lib.data import BUILTIN_DATASET, load_any_dataset
@@ -23,6 +23,7 @@ from recipes.lib.evaluation import format_comparison_table
 from recipes.lib.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer, resolve_reward_funcs
 from recipes.lib.heldout import heldout_metrics, measured_before, reasoning_vocabulary, save_heldout
 from recipes.lib.inputs import UserInputError, check_inputs
+from recipes.lib.lora import peft_config_for
 from recipes.lib.plots import plot_training_curves
 from recipes.lib.prompts import PROMPT_TEMPLATE_HELP, PromptArguments, build_prompts
 from recipes.lib.stage import StageArguments, finish_stage, prepare_stage, train_stage
@@ -169,7 +170,7 @@ def main(script_args, training_args, model_args):
         args=training_args,
         train_dataset=train_dataset,
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config_for(model, model_args),
     )
 
     # Held-out tables, before (kept on disk so a resumed run compares against the true start)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
-from trl import ModelConfig, RewardConfig, RewardTrainer, ScriptArguments, TrlParser, get_peft_config
+from trl import ModelConfig, RewardConfig, RewardTrainer, ScriptArguments, TrlParser
 from trl.data_utils import is_conversational
 
 from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry_point
@@ -28,6 +28,7 @@ from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, require_columns
 from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.lib.general_chat import make_preference_splits
 from recipes.lib.inputs import check_inputs
+from recipes.lib.lora import peft_config_for
 from recipes.lib.presets import TINY_CAUSAL_LM_PRESETS, config_from_preset
 from recipes.lib.stage import StageArguments, finish_stage, prepare_stage, train_stage
 
@@ -176,7 +177,7 @@ def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, m
         callbacks=[UnreachedParametersCallback()],
         train_dataset=train_dataset,
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config_for(model, model_args),
     )
 
     # Train

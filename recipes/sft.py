@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 
 from datasets import DatasetDict
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser, get_peft_config
+from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
 import modeling_deepseek_mini  # noqa: F401  (registers DeepseekMini with the Auto classes)
 from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry_point
 from recipes.lib.data import BUILTIN_DATASET, load_any_dataset
 from recipes.lib.heldout import HeldoutArguments, load_heldout, report_heldout_after
 from recipes.lib.inputs import check_inputs
+from recipes.lib.lora import peft_config_for
 from recipes.lib.sft_trainer import check_sft_data, make_sft_trainer
 from recipes.lib.stage import StageArguments, finish_stage, prepare_stage, train_stage
 from recipes.lib.task import make_cold_start
@@ -103,7 +104,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
 
     # Trainer
     trainer = make_sft_trainer(
-        model, tokenizer, train_dataset, training_args, eval_dataset, get_peft_config(model_args)
+        model, tokenizer, train_dataset, training_args, eval_dataset, peft_config_for(model, model_args)
     )
 
     # Train

@@ -103,7 +103,8 @@ def test_cache_holds_only_the_latent(tiny_model, left_padded_batch):
 
 
 def test_absorbed_attention_equals_expanded_attention(tiny_model):
-    """Weight absorption is exact algebra: same output as expanding K/V per head, masked and unmasked."""
+    """Weight absorption is exact algebra: same output as expanding K/V per head (SDPA, and the eager path that writes
+    the probabilities out), masked and unmasked; absorbed and eager agree on the probabilities too."""
     attention = tiny_model().model.layers[1].self_attn
     B, T, S, H = 2, 3, 9, attention.num_heads
     torch.manual_seed(0)
@@ -114,15 +115,16 @@ def test_absorbed_attention_equals_expanded_attention(tiny_model):
     mask[1, :, :, :4] = False  # left padding of row 1
     with torch.no_grad():
         for m in (mask, None):
-            expanded = attention.attend_expanded(
-                q_nope[:, -1:], q_pe[:, -1:], c_kv, k_pe, None if m is None else m[:, :, -1:]
-            )
-            absorbed = attention.attend_absorbed(
-                q_nope[:, -1:], q_pe[:, -1:], c_kv, k_pe, None if m is None else m[:, :, -1:]
-            )
-            assert expanded.shape == absorbed.shape == (B, 1, H, attention.v_head_dim)
+            last = None if m is None else m[:, :, -1:]
+            expanded = attention.attend_expanded(q_nope[:, -1:], q_pe[:, -1:], c_kv, k_pe, last)
+            absorbed, absorbed_probs = attention.attend_absorbed(q_nope[:, -1:], q_pe[:, -1:], c_kv, k_pe, last)
+            eager, eager_probs = attention.attend_eager(q_nope[:, -1:], q_pe[:, -1:], c_kv, k_pe, last)
+            assert expanded.shape == absorbed.shape == eager.shape == (B, 1, H, attention.v_head_dim)
+            assert absorbed_probs.shape == eager_probs.shape == (B, H, 1, S)
             torch.testing.assert_close(absorbed, expanded, atol=1e-5, rtol=1e-5)
-        chunk = attention.attend_absorbed(q_nope, q_pe, c_kv, k_pe, mask)
+            torch.testing.assert_close(eager, expanded, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(absorbed_probs, eager_probs, atol=1e-6, rtol=1e-5)
+        chunk, _ = attention.attend_absorbed(q_nope, q_pe, c_kv, k_pe, mask)
         reference = attention.attend_expanded(q_nope, q_pe, c_kv, k_pe, mask)
         torch.testing.assert_close(chunk, reference, atol=1e-5, rtol=1e-5)
 
@@ -166,6 +168,37 @@ def test_cached_and_uncached_greedy_generation_agree(tiny_model, left_padded_bat
     assert sampled.shape == (3, 32) and (sampled[:, 20:] >= 0).all()
 
 
+def test_output_attentions_on_the_eager_path_and_an_error_on_sdpa(tiny_model, left_padded_batch):
+    """Eager returns each main layer's softmax probabilities (B, H, T, S), prefill and cached decoding, with SDPA's
+    logits; SDPA, which never forms them, refuses output_attentions with the setting to use instead."""
+    model = tiny_model()
+    input_ids, attention_mask, position_ids = left_padded_batch
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    with torch.no_grad():
+        sdpa_logits = model(**inputs).logits
+        with pytest.raises(ValueError, match='attn_implementation="eager"'):
+            model(**inputs, output_attentions=True)
+        model.set_attn_implementation("eager")
+        cache = DynamicCache(config=model.config)
+        out = model(**inputs, output_attentions=True, past_key_values=cache, use_cache=True)
+        step = model(
+            input_ids=input_ids[:, -1:], attention_mask=F.pad(attention_mask, (0, 1), value=1),
+            position_ids=position_ids[:, -1:] + 1, past_key_values=cache, use_cache=True, output_attentions=True,
+        )  # fmt: skip
+    real = attention_mask.bool()  # (B, T)
+    assert (out.logits - sdpa_logits)[real].abs().max() < 1e-5
+    H = model.config.num_attention_heads
+    hidden = real[:, :, None] & ~(torch.ones(20, 20, dtype=torch.bool).tril()[None] & real[:, None, :])  # (B, T, S)
+    assert len(out.attentions) == len(step.attentions) == model.config.num_hidden_layers
+    for probs, decode in zip(out.attentions, step.attentions):
+        assert probs.shape == (3, H, 20, 20) and decode.shape == (3, H, 1, 21)
+        by_query = probs.transpose(1, 2)  # (B, T, H, S)
+        torch.testing.assert_close(by_query[real].sum(-1), torch.ones(int(real.sum()), H))
+        assert by_query.masked_select(hidden[:, :, None, :]).abs().max() == 0  # later tokens and padding: no weight
+        torch.testing.assert_close(decode.sum(-1), torch.ones(3, H, 1))
+        assert decode[..., :-1].masked_select(~real[:, None, None, :]).abs().max() == 0
+
+
 def test_yarn_matches_transformers_frequencies_and_design_numbers():
     """YaRN inverse frequencies and softmax scale agree with transformers'; V3's correction range is 10 .. 23."""
     config = DeepseekMiniConfig.from_preset("deepseek-v3")
@@ -180,6 +213,26 @@ def test_yarn_matches_transformers_frequencies_and_design_numbers():
     assert not torch.allclose(inv_freq[11:23], base[11:23]) and not torch.allclose(inv_freq[11:23], base[11:23] / 40)
     mscale = 0.1 * 1.0 * math.log(40.0) + 1.0
     assert modeling.softmax_scale(config) == pytest.approx(192**-0.5 * mscale**2)
+
+
+@pytest.mark.parametrize(
+    "rope, field",
+    [
+        (dict(rope_type="linear", rope_theta=10000.0, factor=2.0), "rope_type"),
+        (dict(rope_type="yarn", rope_theta=10000.0, factor=0.5, original_max_position_embeddings=256), "factor"),
+    ],
+    ids=["linear", "yarn-factor-0.5"],
+)
+def test_rope_settings_changed_after_the_config_are_checked_by_the_model(tiny_model, tmp_path, rope, field):
+    """from_pretrained's overrides and assignments to the config come after the config's own checks: the model checks
+    again when it is built, with the same message, instead of running plain RoPE."""
+    tiny_model().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=rf"rope_parameters\['{field}'\]|'{field}'"):
+        DeepseekMiniForCausalLM.from_pretrained(tmp_path, rope_parameters=dict(rope))
+    config = DeepseekMiniConfig.from_preset("tiny")
+    config.rope_parameters = dict(rope)
+    with pytest.raises(ValueError, match=field):
+        DeepseekMiniForCausalLM(config)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -417,7 +470,7 @@ def test_loss_is_main_plus_weighted_mtp_plus_balance_loss(tiny_model, left_padde
         mask = attention_mask[:, 1:] * attention_mask[:, :-1]
         cos, sin = model.model.rotary_emb(h, position_ids[:, 1:])
         causal = torch.ones(19, 19, dtype=torch.bool).tril()[None, None] & mask[:, None, None, :].bool()
-        h, _ = modeling.DeepseekMiniDecoderLayer.forward(mtp, h, cos=cos, sin=sin, attention_mask=causal)
+        h, _, _ = modeling.DeepseekMiniDecoderLayer.forward(mtp, h, cos=cos, sin=sin, attention_mask=causal)
         logits = model.lm_head(mtp.shared_head.norm(h))
         targets = labels[:, 2:].masked_fill(mask[:, :-1] == 0, -100)  # no prediction from a padded position
         by_hand = F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100)
@@ -508,3 +561,31 @@ def test_trl_fused_lm_head_reads_the_backbone(tiny_model, left_padded_batch):
     assert (out.log_probs - reference)[scored].abs().max() < 1e-5
     out.loss.backward()
     assert model.expert_load_stats()[1]["tokens"] == attention_mask.sum().item() * model.config.num_experts_per_tok
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Tracing
+
+
+def test_torch_export_matches_eager(tiny_model):
+    """torch.export traces the inference forward (the experts' per-group fallback is an opaque custom op, the
+    alignment check reads no data pointer) and the exported program gives the eager logits."""
+    model = tiny_model()
+    input_ids = torch.randint(3, 500, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        eager = model(input_ids=input_ids, use_cache=False).logits
+        exported = torch.export.export(model, (), {"input_ids": input_ids, "use_cache": False})
+        traced = exported.module()(input_ids=input_ids, use_cache=False).logits
+    torch.testing.assert_close(traced, eager)
+
+
+def test_compile_fullgraph_matches_eager(tiny_model):
+    """What `_can_compile_fullgraph` claims: torch.compile(fullgraph=True) traces the forward without a graph break."""
+    model = tiny_model()
+    assert model._can_compile_fullgraph
+    input_ids = torch.randint(3, 500, (2, 7), generator=torch.Generator().manual_seed(0))
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        eager = model(input_ids=input_ids, use_cache=False).logits
+        traced = compiled(input_ids=input_ids, use_cache=False).logits
+    torch.testing.assert_close(traced, eager)

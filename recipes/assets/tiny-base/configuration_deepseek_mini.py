@@ -37,6 +37,29 @@ def _help(text: str) -> dict:
     return {"help": text}
 
 
+def check_rope_parameters(rope_parameters: dict | None) -> None:
+    """The RoPE settings the model implements, or an error that says what to write. The config checks them when it is
+    built and the model again when it is built from the config: `from_pretrained(..., rope_parameters=...)` and
+    `config.rope_parameters = ...` set them after the config's own checks."""
+    params = rope_parameters or {}
+    rope_type = params.get("rope_type", "default")
+    if rope_type not in ("default", "yarn"):
+        raise ValueError(
+            f"DeepseekMiniConfig: rope_parameters['rope_type']={rope_type!r} is not supported; use 'default' or 'yarn'."
+        )
+    theta = params.get("rope_theta")
+    if not isinstance(theta, (int, float)) or theta <= 0:
+        raise ValueError(
+            f"DeepseekMiniConfig: rope_parameters['rope_theta']={theta!r} must be a positive number (e.g. 10000.0)."
+        )
+    factor = params.get("factor")
+    if rope_type == "yarn" and (not isinstance(factor, (int, float)) or factor < 1):
+        raise ValueError(
+            f"DeepseekMiniConfig: YaRN needs rope_parameters['factor'] >= 1 (got {factor!r}): the ratio of the "
+            "extended to the original context length."
+        )
+
+
 class DeepseekMiniConfig(PretrainedConfig):
     model_type = "deepseek_mini"
     keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the cache output, by its name since 5.24 and before
@@ -177,19 +200,7 @@ class DeepseekMiniConfig(PretrainedConfig):
                 raise ValueError(f"DeepseekMiniConfig: {name}={value!r} must be a finite number >= 0.")
         if not 0.0 <= self.attention_dropout < 1.0:
             raise ValueError(f"DeepseekMiniConfig: attention_dropout={self.attention_dropout} must be in [0, 1).")
-        rope_type = self.rope_parameters.get("rope_type", "default")
-        if rope_type not in ("default", "yarn"):
-            raise ValueError(
-                f"DeepseekMiniConfig: rope_parameters['rope_type']={rope_type!r} is not supported; use 'default' or "
-                "'yarn'."
-            )
-        if rope_type == "yarn":
-            factor = self.rope_parameters.get("factor")
-            if factor is None or factor < 1:
-                raise ValueError(
-                    f"DeepseekMiniConfig: YaRN needs rope_parameters['factor'] >= 1 (got {factor!r}): the ratio of the "
-                    "extended to the original context length."
-                )
+        check_rope_parameters(self.rope_parameters)
 
     @property
     def mtp_layer_indices(self) -> list[int]:
