@@ -67,7 +67,14 @@ from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry
 from recipes.lib.data import BUILTIN_DATASET
 from recipes.lib.evaluation import evaluate_protocols, format_metric
 from recipes.lib.heldout import HeldoutArguments, load_heldout, reasoning_vocabulary
-from recipes.lib.inputs import UserInputError, check_inputs, check_known_keys, check_local_path, read_yaml
+from recipes.lib.inputs import (
+    UserInputError,
+    check_hub_id,
+    check_inputs,
+    check_known_keys,
+    check_local_path,
+    read_yaml,
+)
 from recipes.lib.plots import plot_stage_metrics
 from recipes.lib.prompts import PROMPT_TEMPLATES
 from recipes.lib.stage import LOG_FORMAT
@@ -543,6 +550,7 @@ def check_stage_inputs(config: PipelineConfig) -> None:
     command line parsed by its recipe's parser (flags, values, YAML), then its models, data and reward names
     (`recipes.lib.inputs.check_inputs`, which loads nothing), taking earlier stages' folders as existing."""
     check_local_path(config.base_model, "base_model")
+    check_hub_id(config.base_model, "base_model", "model")
     check_local_path(config.eval.dataset_name, "eval.dataset_name")
     produced = {str(stage_dir(config, stage.name)) for stage in config.stages}
     for stage in config.stages:

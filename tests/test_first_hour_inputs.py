@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from recipes import distill, grpo, pipeline, pretrain, rejection_sampling, reward_model, sft
+from recipes.lib import inputs
 from recipes.lib.cli import parse_recipe_args
 from recipes.lib.inputs import UserInputError
 
@@ -126,10 +127,49 @@ def test_a_local_path_that_does_not_exist_says_so(recipe, flag, path, tmp_path):
     assert not out.exists()
 
 
-def test_a_hub_id_is_left_to_the_hub():
-    from recipes.lib.inputs import looks_local
+@pytest.fixture
+def hub(monkeypatch):
+    """A stand-in Hub that holds one model and one dataset; (repo_id, repo_type) of every question asked."""
+    asked, held = [], {("Qwen/Qwen2.5-0.5B", "model"), ("open-r1/OpenR1-Math-220k", "dataset")}
+    monkeypatch.setattr(inputs.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(
+        inputs.HfApi,
+        "repo_exists",
+        lambda self, repo_id, repo_type=None: asked.append((repo_id, repo_type)) or ((repo_id, repo_type) in held),
+    )
+    return asked
 
-    assert not looks_local("Qwen/Qwen2.5-0.5B") and not looks_local("open-r1/OpenR1-Math-220k")
+
+@pytest.mark.parametrize(
+    "flag, name, kind",
+    [
+        ("--model_name_or_path", "Qwen/Qwen2.5-0.5b-instruct", "model"),
+        ("--dataset_name", "open-r1/OpenR1-Math", "dataset"),
+    ],
+)
+def test_a_hub_id_the_hub_does_not_have_is_refused_before_loading(hub, tmp_path, flag, name, kind):
+    out = tmp_path / "run"
+    with pytest.raises(UserInputError, match=f"^{flag}: no {kind} '{name}' on the Hub .*hf auth login"):
+        grpo.main(*parse(grpo, flag, name, output_dir=out))
+    assert hub == [(name, kind)] and not out.exists()
+
+
+def test_a_hub_id_the_hub_has_passes_and_offline_nothing_is_asked(hub, monkeypatch):
+    inputs.check_hub_id("Qwen/Qwen2.5-0.5B", "model_name_or_path", "model")
+    inputs.check_hub_id("open-r1/OpenR1-Math-220k", "dataset_name", "dataset")
+    inputs.check_hub_id("outputs/none/model", "model_name_or_path", "model")  # local-looking: check_local_path's
+    monkeypatch.setattr(inputs.constants, "HF_HUB_OFFLINE", True)
+    inputs.check_hub_id("no/such-model", "model_name_or_path", "model")
+    assert hub == [("Qwen/Qwen2.5-0.5B", "model"), ("open-r1/OpenR1-Math-220k", "dataset")]
+
+
+def test_an_unreachable_hub_leaves_the_id_to_the_load(monkeypatch):
+    def unreachable(self, repo_id, repo_type=None):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(inputs.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(inputs.HfApi, "repo_exists", unreachable)
+    inputs.check_hub_id("no/such-model", "model_name_or_path", "model")  # no error: the load will say what it finds
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Checks of a user's input made before any work starts, each failing with one or two lines that name the value and
-say what to write instead: numeric ranges, YAML syntax and keys, local paths, reward names.
+say what to write instead: numeric ranges, YAML syntax and keys, local paths and Hub ids, reward names.
 
 A failed check raises `UserInputError`; the entry points (`recipes.lib.cli.run_entry_point`) print its message
 without a traceback, while a recipe called from Python still raises it.
@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import yaml
+from huggingface_hub import HfApi, constants
 
 import rewards
 from recipes.lib.grpo_trainer import is_model_id
@@ -142,14 +143,31 @@ def check_local_path(name: str | None, flag: str) -> None:
         raise UserInputError(f"--{flag}: no such file or folder: {name} (a Hub id is written 'owner/name').")
 
 
+def check_hub_id(name: str, flag: str, repo_type: str) -> None:
+    """Refuse a Hub id (`owner/name`, not a file or folder here) that the Hub says does not exist, before anything
+    loads. Offline (`HF_HUB_OFFLINE`), or when the Hub cannot be reached, nothing is said: the load decides."""
+    if constants.HF_HUB_OFFLINE or Path(name).expanduser().exists() or looks_local(name) or name.count("/") != 1:
+        return
+    try:
+        exists = HfApi().repo_exists(name, repo_type=repo_type)
+    except Exception:  # no network, a proxy, a timeout: not the user's mistake, and not ours to judge
+        return
+    if not exists:
+        raise UserInputError(
+            f"--{flag}: no {repo_type} {name!r} on the Hub (a typo? a private or gated repo needs `hf auth login`; "
+            "a folder here is written ./name)."
+        )
+
+
 def check_paths(*arguments, produced=frozenset()) -> None:
-    """Check every model and dataset path of the parsed dataclasses `arguments` with `check_local_path`, except those
-    in or under `produced` (folders that an earlier pipeline stage will write)."""
+    """Check every model and dataset path of the parsed dataclasses `arguments` with `check_local_path`, and every
+    Hub id with `check_hub_id`, except those in or under `produced` (folders an earlier pipeline stage will write)."""
     for args in arguments:
         for name in PATH_FIELDS:
             value = getattr(args, name, None)
             if isinstance(value, str) and not is_produced(value, produced):
                 check_local_path(value, name)
+                check_hub_id(value, name, "dataset" if "dataset" in name else "model")
 
 
 def is_produced(name: str, produced) -> bool:
@@ -171,6 +189,7 @@ def check_reward_names(names, *, produced=frozenset()) -> None:
             continue
         if is_model_id(name):
             check_local_path(name, "reward_funcs")
+            check_hub_id(name, "reward_funcs", "model")
         else:
             raise UserInputError(
                 f"--reward_funcs {name}: no such reward; did you mean {closest(name, known)}? (known: "
