@@ -31,7 +31,7 @@ from trl.experimental.gkd import GKDConfig, GKDTrainer
 
 import modeling_deepseek_mini  # noqa: F401  (registers DeepseekMini with the Auto classes)
 from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry_point
-from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, write_dataset
+from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, split_of, write_dataset
 from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.lib.heldout import HeldoutArguments, load_heldout, report_heldout_after
 from recipes.lib.inputs import check_inputs
@@ -164,9 +164,9 @@ def load_traces(script_args: DistillScriptArguments, training_args: GKDConfig, m
     if script_args.dataset_name is None:
         return write_traces(script_args, training_args, model_args)
     splits = load_any_dataset(script_args.dataset_name, script_args.dataset_config)
-    if script_args.dataset_train_split not in splits:
-        raise ValueError(f"dataset_train_split '{script_args.dataset_train_split}' not in the splits {list(splits)}.")
-    return splits[script_args.dataset_train_split]
+    return split_of(
+        splits, script_args.dataset_train_split, flag="dataset_train_split", dataset_name=script_args.dataset_name
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, ScriptArguments, TrlParser
 
 from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry_point
-from recipes.lib.data import BUILTIN_DATASET, load_any_dataset
+from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, split_of
 from recipes.lib.evaluation import format_comparison_table
 from recipes.lib.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer, resolve_reward_funcs
 from recipes.lib.heldout import heldout_metrics, measured_before, reasoning_vocabulary, save_heldout
@@ -135,7 +135,9 @@ def main(script_args, training_args, model_args):
     }
     dataset = load_any_dataset(script_args.dataset_name, script_args.dataset_config, builtin_kwargs=builtin)
     dataset = {split: build_prompts(dataset[split], script_args) for split in dataset}
-    train_dataset = dataset[script_args.dataset_train_split]
+    train_dataset = split_of(
+        dataset, script_args.dataset_train_split, flag="dataset_train_split", dataset_name=script_args.dataset_name
+    )
     reward_funcs = resolve_reward_funcs(script_args.reward_funcs, training_args.reward_params)
     check_gold_column(reward_funcs, train_dataset, script_args)  # before the held-out split: the data must fit first
     # name of the evaluation -> its problems: `heldout` (the test split), and `ood` where the dataset has one

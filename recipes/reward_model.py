@@ -24,7 +24,7 @@ from trl import ModelConfig, RewardConfig, RewardTrainer, ScriptArguments, TrlPa
 from trl.data_utils import is_conversational
 
 from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry_point
-from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, require_columns
+from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, require_columns, split_of
 from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.lib.general_chat import make_preference_splits
 from recipes.lib.inputs import check_inputs
@@ -155,9 +155,9 @@ def main(script_args: RewardModelScriptArguments, training_args: RewardConfig, m
 
     # Data
     dataset = load_preferences(script_args)
-    if script_args.dataset_train_split not in dataset:
-        raise ValueError(f"dataset_train_split '{script_args.dataset_train_split}' not in the splits {list(dataset)}.")
-    train_dataset = dataset[script_args.dataset_train_split]
+    train_dataset = split_of(
+        dataset, script_args.dataset_train_split, flag="dataset_train_split", dataset_name=script_args.dataset_name
+    )
     require_columns(train_dataset, ["chosen", "rejected"], where="The reward model (RewardTrainer)")
     heldout = dataset.get(script_args.dataset_test_split)
 

@@ -27,7 +27,7 @@ from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
 import modeling_deepseek_mini  # noqa: F401  (registers DeepseekMini with the Auto classes)
 from recipes.lib.cli import CONFIGS_DIR, TINY_BASE, parse_recipe_args, run_entry_point
-from recipes.lib.data import BUILTIN_DATASET, load_any_dataset
+from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, split_of
 from recipes.lib.heldout import HeldoutArguments, load_heldout, report_heldout_after
 from recipes.lib.inputs import check_inputs
 from recipes.lib.lora import peft_config_for
@@ -78,9 +78,9 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
 
     # Data
     dataset = load_sft_data(script_args)
-    if script_args.dataset_train_split not in dataset:
-        raise ValueError(f"dataset_train_split '{script_args.dataset_train_split}' not in the splits {list(dataset)}.")
-    train_dataset = dataset[script_args.dataset_train_split]
+    train_dataset = split_of(
+        dataset, script_args.dataset_train_split, flag="dataset_train_split", dataset_name=script_args.dataset_name
+    )
     check_sft_data(train_dataset, training_args)
     eval_dataset = dataset.get(script_args.dataset_test_split) if training_args.eval_strategy != "no" else None
     heldout = load_heldout(script_args, script_args.dataset_test_split)

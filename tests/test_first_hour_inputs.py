@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from datasets import Dataset, DatasetDict
 
 from recipes import distill, grpo, pipeline, pretrain, rejection_sampling, reward_model, sft
 from recipes.lib import inputs
@@ -170,6 +171,27 @@ def test_an_unreachable_hub_leaves_the_id_to_the_load(monkeypatch):
     monkeypatch.setattr(inputs.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(inputs.HfApi, "repo_exists", unreachable)
     inputs.check_hub_id("no/such-model", "model_name_or_path", "model")  # no error: the load will say what it finds
+
+
+TRAIN_SPLIT_CASES = [  # (recipe, a row it can read, the flag naming the split it reads)
+    (grpo, {"problem": "What is 2 + 3?", "solution": "5"}, "--dataset_train_split"),
+    (
+        sft,
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+        "--dataset_train_split",
+    ),
+    (reward_model, {"chosen": "a", "rejected": "b"}, "--dataset_train_split"),
+    (rejection_sampling, {"problem": "What is 2 + 3?", "solution": "5"}, "--dataset_split"),
+]
+
+
+@pytest.mark.parametrize(
+    "recipe, row, flag", TRAIN_SPLIT_CASES, ids=lambda c: getattr(c, "__name__", "").split(".")[-1]
+)
+def test_a_dataset_without_the_split_to_train_on_names_the_flag_and_its_splits(recipe, row, flag, tmp_path):
+    DatasetDict({"test": Dataset.from_list([row])}).save_to_disk(str(tmp_path / "data"))
+    with pytest.raises(UserInputError, match=rf"^{flag} train: .*data has no such split \(it has \['test'\]\)"):
+        recipe.main(*parse(recipe, "--dataset_name", str(tmp_path / "data"), output_dir=tmp_path / "run"))
 
 
 # ------------------------------------------------------------------------------------------------------------------

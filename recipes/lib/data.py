@@ -43,6 +43,17 @@ def load_any_dataset(
     return load_dataset(name_or_path, config)
 
 
+def split_of(dataset: DatasetDict, split: str, *, flag: str, dataset_name: str) -> Dataset:
+    """`dataset[split]`; a split the dataset lacks is the user's to name, so the error names the flag and the splits
+    there are."""
+    if split not in dataset:
+        raise UserInputError(
+            f"--{flag} {split}: {dataset_name} has no such split (it has {list(dataset)}); name the one to use with "
+            f"--{flag} <split>."
+        )
+    return dataset[split]
+
+
 def require_columns(
     dataset, columns: list[str], *, where: str, hint: str = "Rename the column in the data or point the recipe at it."
 ) -> None:

@@ -16,7 +16,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig
 
-from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, require_columns
+from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, require_columns, split_of
 from recipes.lib.evaluation import generate_batch, render_prompts
 from recipes.lib.filters import FILTERS, SCORE_REWARDS, Sample, apply_filters, mean_score, score_samples
 from recipes.lib.heldout import reasoning_vocabulary
@@ -250,9 +250,8 @@ def load_prompts(script_args: RejectionSamplingArguments, seed: int) -> Dataset:
     """The prompt split with `prompt` and `solution` columns, at most `max_prompts` rows."""
     builtin = {"seed": script_args.builtin_seed, "n_train": script_args.builtin_train_size, "n_test": 0}
     dataset = load_any_dataset(script_args.dataset_name, script_args.dataset_config, builtin_kwargs=builtin)
-    if script_args.dataset_split not in dataset:
-        raise ValueError(f"dataset_split '{script_args.dataset_split}' not in the dataset's splits {list(dataset)}.")
-    dataset = build_prompts(dataset[script_args.dataset_split], script_args)
+    split = split_of(dataset, script_args.dataset_split, flag="dataset_split", dataset_name=script_args.dataset_name)
+    dataset = build_prompts(split, script_args)
     require_columns(dataset, ["solution"], where="rejection sampling (the `correct` filter and the accuracy score)")
     if script_args.max_prompts is not None and len(dataset) > script_args.max_prompts:
         dataset = dataset.shuffle(seed=seed).select(range(script_args.max_prompts))
