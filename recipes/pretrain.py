@@ -36,7 +36,7 @@ from recipes.lib.cli import CONFIGS_DIR, parse_recipe_args, run_entry_point
 from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.lib.evaluation import evaluate_protocols
 from recipes.lib.readability import builtin_vocabulary
-from recipes.lib.stage import set_up_stage, write_stage_card
+from recipes.lib.stage import StageArguments, prepare_stage, train_stage, write_stage_card
 from recipes.lib.task import CHAT_TEMPLATE, PERSONA_RATES, REASONING_TAGS, make_corpus, make_drills, make_splits
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ EOS_TOKEN, PAD_TOKEN = "<|end_of_text|>", "<|pad|>"
 
 
 @dataclass
-class PretrainScriptArguments:
+class PretrainScriptArguments(StageArguments):
     """Corpus, tokenizer, model shape and final evaluation of the pretraining recipe."""
 
     corpus_seed: int = field(default=0, metadata={"help": "Seed of the persona corpus (recipes/lib/task.py)."})
@@ -172,7 +172,7 @@ def build_model(tokenizer, preset: str, overrides: dict) -> DeepseekMiniForCausa
 
 
 def main(script_args: PretrainScriptArguments, training_args: TrainingArguments):
-    set_up_stage(training_args)
+    run = prepare_stage(script_args, training_args)  # a finished base is not retrained without --overwrite
     start = time.time()
 
     # Data and tokenizer
@@ -202,8 +202,7 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments)
         processing_class=tokenizer,
         callbacks=[ExpertBiasUpdateCallback(), UnreachedParametersCallback()],
     )
-    train_result = trainer.train()
-    trainer.log_metrics("train", train_result.metrics)
+    train_stage(trainer, run)  # from the start, or resumed from the last checkpoint of the same run
 
     # Save: weights as safetensors, the modeling code (auto_map), the tokenizer
     if not trainer.is_world_process_zero():

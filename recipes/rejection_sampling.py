@@ -36,7 +36,7 @@ from recipes.lib.sampling import (
     launch_state,
     sample_and_filter,
 )
-from recipes.lib.stage import LOG_FORMAT, write_stage_card
+from recipes.lib.stage import LOG_FORMAT, refuse_finished_data, write_stage_card
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def main(script_args: RejectionSamplingArguments, sampling: SamplingConfig, mode
     """Sample, score, filter, mix in general data and write the SFT dataset; return it (on every process; the
     main process writes and pushes it, the others wait until it is written)."""
     check_inputs(script_args, sampling, model_args)  # a wrong path or reward name fails before any loading
+    refuse_finished_data(script_args.output_dir, script_args.overwrite)
     logging.basicConfig(format=LOG_FORMAT, level=logging.INFO)
     if model_args.model_name_or_path is None:
         model_args = replace(model_args, model_name_or_path=str(TINY_BASE))

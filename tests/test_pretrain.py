@@ -2,14 +2,16 @@
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
 import modeling_deepseek_mini
 from recipes.lib.assets import shipped_checkpoints
 from recipes.lib.cli import CONFIGS_DIR, TINY_BASE
+from recipes.lib.stage import RerunRefusedError
 from recipes.lib.task import R1_ZERO_SYSTEM_PROMPT, REASONING_TAGS, make_corpus, make_prompt
 from recipes.pretrain import PretrainScriptArguments, build_tokenizer, main, make_parser
 
@@ -125,6 +127,44 @@ def test_micro_pretraining_saves_a_folder_that_auto_classes_load(tmp_path):
     prompt = tokenizer(make_prompt("What is 1 + 2 + 3?"), return_tensors="pt")
     out = model.generate(**prompt, max_new_tokens=3, do_sample=False)
     assert out.shape[1] <= prompt["input_ids"].shape[1] + 3
+
+
+def micro_run(output_dir: Path) -> tuple[PretrainScriptArguments, TrainingArguments]:
+    """A two-step micro pretraining that saves a checkpoint at every step and measures nothing."""
+    script_args = PretrainScriptArguments(
+        corpus_size=64, tokenizer_docs=64, model_overrides=MICRO_MODEL, eval_heldout=False
+    )
+    training_args = TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        save_strategy="steps",
+        save_steps=1,
+        report_to="none",
+        disable_tqdm=True,
+    )
+    return script_args, training_args
+
+
+def test_a_finished_base_is_not_retrained_and_a_killed_one_resumes(tmp_path, monkeypatch):
+    out = tmp_path / "base"
+    main(*micro_run(out))
+    weights = (out / "model.safetensors").read_bytes()
+    with pytest.raises(RerunRefusedError, match="holds a finished stage .*--overwrite true"):
+        main(*micro_run(out))
+    assert (out / "model.safetensors").read_bytes() == weights
+
+    shutil.rmtree(out / "checkpoint-2")  # as if killed after its first checkpoint
+    (out / "stage.json").unlink()
+    resumed = []
+    original = Trainer._load_from_checkpoint
+    monkeypatch.setattr(
+        Trainer, "_load_from_checkpoint", lambda self, path, *a, **kw: (resumed.append(path), original(self, path))
+    )
+    main(*micro_run(out))
+    assert resumed == [str(out / "checkpoint-1")] and (out / "stage.json").is_file()
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
 
 
 def test_shipped_checkpoints_carry_the_current_modeling_code():

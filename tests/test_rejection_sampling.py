@@ -275,3 +275,22 @@ def test_the_default_config_parses():
 
     script_args, sampling, _ = make_parser().parse_args_and_config(["--config", str(DEFAULT_CONFIG)])
     assert script_args.filters == list(FILTERS) and sampling.num_generations == 8
+
+
+def test_a_rerun_into_finished_data_is_refused_unless_overwrite(tmp_path, monkeypatch):
+    from recipes import rejection_sampling
+    from recipes.lib.stage import RerunRefusedError
+
+    out = tmp_path / "rs"
+    out.mkdir()
+    (out / "stage.json").write_text("{}")  # what a finished run leaves last
+    argv = ["--output_dir", str(out), "--max_prompts", "2"]
+    with pytest.raises(RerunRefusedError, match="holds finished data .*--overwrite true"):
+        rejection_sampling.main(*rejection_sampling.parse_args(argv))
+
+    def sampled(*args):
+        raise RuntimeError("sampling started")
+
+    monkeypatch.setattr(rejection_sampling, "sample_and_filter", sampled)
+    with pytest.raises(RuntimeError, match="sampling started"):
+        rejection_sampling.main(*rejection_sampling.parse_args([*argv, "--overwrite", "true"]))

@@ -22,6 +22,7 @@ from recipes.lib.filters import FILTERS, SCORE_REWARDS, Sample, apply_filters, m
 from recipes.lib.heldout import reasoning_vocabulary
 from recipes.lib.prompts import PromptArguments, build_prompts
 from recipes.lib.readability import vocabulary_of
+from recipes.lib.stage import StageArguments
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class RejectionSamplingArguments(PromptArguments):
+class RejectionSamplingArguments(PromptArguments, StageArguments):
     """What to sample from, how to filter and mix, and where to write the dataset."""
 
     dataset_name: str = field(

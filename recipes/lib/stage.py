@@ -147,6 +147,16 @@ def start_or_resume(training_args, overwrite: bool, arguments: dict) -> str | No
     return checkpoint
 
 
+def refuse_finished_data(output_dir: str, overwrite: bool) -> None:
+    """A data-writing recipe's rerun check: a finished folder (its `stage.json` written) is replaced only with
+    `--overwrite true`; the stages trained on it would otherwise no longer match it."""
+    if is_finished(output_dir) and not overwrite:
+        raise RerunRefusedError(
+            f"{output_dir} holds finished data ({STAGE_RECORD}); not writing it again. Pass --overwrite true to "
+            "replace it, or choose another --output_dir."
+        )
+
+
 def set_up_stage(training_args) -> None:
     """Seed every generator with the run's seed and set this process's log format and level (transformers' too)."""
     set_seed(training_args.seed)
@@ -154,11 +164,11 @@ def set_up_stage(training_args) -> None:
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
 
 
-def prepare_stage(script_args, training_args, model_args) -> StageRun:
+def prepare_stage(script_args, training_args, model_args=None) -> StageRun:
     """A training recipe's first step: `set_up_stage`, then decide how the run relates to its `output_dir`
     (`start_or_resume`) before any data or model is loaded. `script_args` carries `StageArguments`."""
     set_up_stage(training_args)
-    arguments = run_arguments(script_args, training_args, model_args)
+    arguments = run_arguments(*(args for args in (script_args, training_args, model_args) if args is not None))
     return StageRun(arguments, start_or_resume(training_args, script_args.overwrite, arguments))
 
 
