@@ -29,7 +29,7 @@ def chain_lengths(model_dir: str, split: str, problems: int) -> dict[int, collec
     """{addends: Counter(steps written)} over the split's first `problems` problems."""
     sizes = {"n_train": 0, "n_test": 0, "n_validation": 0, "n_ood": 0, f"n_{split}": problems}
     rows = make_splits(seed=0, **sizes)[split]
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
     model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True)
     completions, _ = generate_completions(model, tokenizer, rows["prompt"], max_new_tokens=96)
     counts = collections.defaultdict(collections.Counter)
