@@ -2,9 +2,9 @@
 
 Read top to bottom: RMSNorm, rotary embeddings (with YaRN), multi-head latent attention, the gate, the stacked experts,
 the MoE layer, the dense MLP, the decoder layer, the multi-token-prediction module, then the Hugging Face classes
-(pre-trained base, backbone, causal LM). Two sibling files, imported relatively and copied into every checkpoint with
-this one, hold the machinery: moe_dispatch.py (the experts' grouped-GEMM path and its backward) and checkpoint_keys.py
-(per-expert keys on disk, stacked in memory).
+(pre-trained base, backbone, causal LM). Three sibling files, imported relatively and copied into every checkpoint with
+this one, hold the machinery: moe_dispatch.py (the experts' grouped-GEMM path and its backward), checkpoint_keys.py
+(per-expert keys on disk, stacked in memory) and fp8.py (FP8 GEMMs, `config.fp8_recipe`).
 
 What transformers' DeepseekV3 does not do and this file does:
 - the cache holds only the latent `c_kv` and the RoPE key `k_pe` (kv_lora_rank + qk_rope_head_dim values per token per
@@ -34,6 +34,7 @@ from transformers.utils import can_return_tuple
 
 from .checkpoint_keys import register_per_expert_conversion, stack_per_expert_keys
 from .configuration_deepseek_mini import DeepseekMiniConfig, check_rope_parameters
+from .fp8 import convert_to_fp8, fp8_linear
 from .moe_dispatch import compute_dtype, grouped_mm_runs, routed_experts
 
 # transformers 5.24 renamed the cache from `past_key_values` to `cache`: in `forward`, in the mask helpers and in the
@@ -361,7 +362,9 @@ class DeepseekMiniExperts(nn.Module):
     `reference` states the sum plainly, a loop over the experts; `forward` computes it by grouped GEMMs over the
     (token, slot) pairs sorted by expert (moe_dispatch.py), so compute follows the K chosen experts per token, not all
     E, with no token dropping and no host synchronisation. Where torch has no grouped GEMM for the device and dtype
-    (a torch without `F.grouped_mm`, CUDA below sm80 or outside bf16, float64), `forward` is the reference.
+    (a torch without `F.grouped_mm`, CUDA below sm80 or outside bf16, float64), `forward` is the reference. So it is
+    with `config.fp8_recipe`: each expert's GEMMs run in FP8 (fp8.py; 128x128 blocks of that expert's weights, 1x128
+    tiles of the tokens routed to it).
     """
 
     def __init__(self, config: DeepseekMiniConfig):
@@ -370,18 +373,23 @@ class DeepseekMiniExperts(nn.Module):
         self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * inter, d))
         self.down_proj = nn.Parameter(torch.empty(E, d, inter))
         self.act_fn = ACT2FN[config.hidden_act]
+        self.fp8_recipe = config.fp8_recipe
         self.register_load_state_dict_pre_hook(stack_per_expert_keys)
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """x (N, d), indices/weights (N, K) -> sum_k weights[:, k] * expert_{indices[:, k]}(x), (N, d)."""
-        if not grouped_mm_runs(x.device, compute_dtype(x, self.gate_up_proj)):
+        if self.fp8_recipe is not None or not grouped_mm_runs(x.device, compute_dtype(x, self.gate_up_proj)):
             return self.reference(x, indices, weights)
         return routed_experts(x, indices, weights, self.gate_up_proj, self.down_proj, self.act_fn)
 
     def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         """Expert e on its tokens x (n, d): down_e(act(gate_e x) * up_e x) -> (n, d)."""
-        gate, up = (x @ self.gate_up_proj[e].T).chunk(2, dim=-1)  # (n, I) each
-        return (self.act_fn(gate) * up) @ self.down_proj[e].T
+        gate, up = self.linear(x, self.gate_up_proj[e]).chunk(2, dim=-1)  # (n, I) each
+        return self.linear(self.act_fn(gate) * up, self.down_proj[e])
+
+    def linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """x (n, k) @ weight (m, k)^T, in FP8 when the config asks for it."""
+        return F.linear(x, weight) if self.fp8_recipe is None else fp8_linear(x, weight, recipe=self.fp8_recipe)
 
     def reference(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The same sum as DeepSeek-V3's inference/model.py writes it: each expert on the tokens that chose it."""
@@ -717,6 +725,8 @@ class DeepseekMiniModel(DeepseekMiniPreTrainedModel):
             [DeepseekMiniDecoderLayer(config, i) for i in range(config.num_hidden_layers)]
             + [DeepseekMiniMTPLayer(config, i) for i in config.mtp_layer_indices]
         )
+        if config.fp8_recipe is not None:  # every nn.Linear of the layers; the gate, norms, attention core stay
+            convert_to_fp8(self.layers, config.fp8_recipe)
         self.norm = DeepseekMiniRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = DeepseekMiniRotaryEmbedding(config)
         self.gradient_checkpointing = False

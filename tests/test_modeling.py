@@ -323,7 +323,9 @@ def routed_experts_case(dtype: torch.dtype, N: int = 6, K: int = 2, E: int = 4, 
     """A tiny `DeepseekMiniExperts` and its inputs: leaves x (N, d), weights (N, K), gate_up_proj (E, 2I, d),
     down_proj (E, d, I), and indices (N, K) that leave the last expert without tokens."""
     experts = modeling.DeepseekMiniExperts(
-        SimpleNamespace(n_routed_experts=E, hidden_size=d, moe_intermediate_size=inter, hidden_act="silu")
+        SimpleNamespace(
+            n_routed_experts=E, hidden_size=d, moe_intermediate_size=inter, hidden_act="silu", fp8_recipe=None
+        )
     )
     generator = torch.Generator().manual_seed(0)
     x, weights = torch.randn(N, d, generator=generator), torch.rand(N, K, generator=generator)

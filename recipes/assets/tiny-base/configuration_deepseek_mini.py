@@ -6,7 +6,8 @@ same way for the other); the defaults therefore describe the full DeepSeek-V3. S
     DeepseekMiniConfig.from_preset("tiny")                      # a few hundred K parameters, for tests
     DeepseekMiniConfig.from_preset("small", vocab_size=4096)    # ~100M total / ~20M active, a free Colab GPU
 
-The training fields (`bias_update_speed`, `seq_aux_loss_alpha`, `mtp_loss_weight`) are read only when training.
+The training fields (`bias_update_speed`, `seq_aux_loss_alpha`, `mtp_loss_weight`, `fp8_recipe`) are read only when
+training, but `fp8_recipe`, once set, applies to every forward.
 """
 
 import math
@@ -16,6 +17,8 @@ from typing import Any
 import transformers
 from packaging.version import Version
 from transformers import PretrainedConfig
+
+from .fp8 import FP8_RECIPES
 
 # The oldest transformers release this code is tested with (tests/test_remote_code.py loads a checkpoint under it and
 # under the newest release). Checkpoints carry this code, so it fails here, with the fix, rather than deep inside.
@@ -131,6 +134,14 @@ class DeepseekMiniConfig(PretrainedConfig):
     mtp_loss_weight: float = field(
         default=0.3, metadata=_help("lambda: loss = L_main + lambda / D * sum_k CE_k (V3: 0.3 early, 0.1 late).")
     )
+    fp8_recipe: str | None = field(
+        default=None,
+        metadata=_help(
+            "FP8 training (V3 section 3.3): the GEMMs of the attention projections, dense MLPs and experts take E4M3 "
+            "inputs. 'blockwise' (V3: 1x128 activation tiles, 128x128 weight blocks), 'tensorwise' (one scale per "
+            "tensor) or None (no FP8). Embedding, head, norms, gate and the attention core stay in high precision."
+        ),
+    )
 
     def __post_init__(self, **kwargs):
         if self.num_key_value_heads is None:
@@ -200,6 +211,11 @@ class DeepseekMiniConfig(PretrainedConfig):
                 raise ValueError(f"DeepseekMiniConfig: {name}={value!r} must be a finite number >= 0.")
         if not 0.0 <= self.attention_dropout < 1.0:
             raise ValueError(f"DeepseekMiniConfig: attention_dropout={self.attention_dropout} must be in [0, 1).")
+        if self.fp8_recipe is not None and self.fp8_recipe not in FP8_RECIPES:
+            raise ValueError(
+                f"DeepseekMiniConfig: fp8_recipe={self.fp8_recipe!r} is not supported; use 'blockwise' (DeepSeek-V3's "
+                "1x128 activation tiles and 128x128 weight blocks), 'tensorwise' (one scale per tensor) or None."
+            )
         check_rope_parameters(self.rope_parameters)
 
     @property
@@ -241,7 +257,7 @@ class DeepseekMiniConfig(PretrainedConfig):
         return values
 
 
-TRAINING_FIELDS = ("bias_update_speed", "seq_aux_loss_alpha", "mtp_loss_weight")
+TRAINING_FIELDS = ("bias_update_speed", "seq_aux_loss_alpha", "mtp_loss_weight", "fp8_recipe")
 
 
 def deepseek_v3_to_mini_dict(config_dict: dict[str, Any]) -> dict[str, Any]:
