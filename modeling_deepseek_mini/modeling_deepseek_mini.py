@@ -2,9 +2,10 @@
 
 Read top to bottom: RMSNorm, rotary embeddings (with YaRN), multi-head latent attention, the gate, the stacked experts,
 the MoE layer, the dense MLP, the decoder layer, the multi-token-prediction module, then the Hugging Face classes
-(pre-trained base, backbone, causal LM). Three sibling files, imported relatively and copied into every checkpoint with
-this one, hold the machinery: moe_dispatch.py (the experts' grouped-GEMM path and its backward), checkpoint_keys.py
-(per-expert keys on disk, stacked in memory) and fp8.py (FP8 GEMMs, `config.fp8_recipe`).
+(pre-trained base, backbone, causal LM). Four sibling files, imported relatively and copied into every checkpoint
+with this one, hold the machinery: moe_dispatch.py (the experts' grouped-GEMM path and its backward),
+checkpoint_keys.py (per-expert keys on disk, stacked in memory), fp8.py (FP8 GEMMs, `config.fp8_recipe`) and
+mtp_decoding.py (speculative decoding with the MTP modules).
 
 What transformers' DeepseekV3 does not do and this file does:
 - the cache holds only the latent `c_kv` and the RoPE key `k_pe` (kv_lora_rank + qk_rope_head_dim values per token per
@@ -36,6 +37,7 @@ from .checkpoint_keys import register_per_expert_conversion, stack_per_expert_ke
 from .configuration_deepseek_mini import DeepseekMiniConfig, check_rope_parameters
 from .fp8 import convert_to_fp8, fp8_linear
 from .moe_dispatch import compute_dtype, grouped_mm_runs, routed_experts
+from .mtp_decoding import MTPDecodingOutput, generate_with_mtp
 
 # transformers 5.24 renamed the cache from `past_key_values` to `cache`: in `forward`, in the mask helpers and in the
 # model outputs (the old names warn until 5.40). This file runs under whatever transformers loads a checkpoint, so it
@@ -567,11 +569,19 @@ class DeepseekMiniMTPLayer(DeepseekMiniDecoderLayer):
         attention_mask: torch.Tensor | None = None,
         token_mask: torch.Tensor | None = None,
         return_aux_loss: bool = False,
+        cache: Cache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """hidden_states: h^{k-1}_i, token_embeds: Emb(t_{i+k}), both (B, T-k, d) -> normed h^k (B, T-k, d)."""
+        """hidden_states: h^{k-1}_i, token_embeds: Emb(t_{i+k}), both (B, T-k, d) -> normed h^k (B, T-k, d).
+        `cache` holds this module's latent for earlier positions (speculative decoding, mtp_decoding.py)."""
         h = self.eh_proj(torch.cat([self.enorm(token_embeds), self.hnorm(hidden_states)], dim=-1))
         h, aux_loss, _ = super().forward(
-            h, cos=cos, sin=sin, attention_mask=attention_mask, token_mask=token_mask, return_aux_loss=return_aux_loss
+            h,
+            cos=cos,
+            sin=sin,
+            attention_mask=attention_mask,
+            cache=cache,
+            token_mask=token_mask,
+            return_aux_loss=return_aux_loss,
         )
         return self.shared_head.norm(h), aux_loss
 
@@ -894,6 +904,24 @@ class DeepseekMiniForCausalLM(DeepseekMiniPreTrainedModel, GenerationMixin):
             aux_loss=aux_loss,
             mtp_loss=mtp_loss,
             **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
+        )
+
+    def generate_with_mtp(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        **kwargs,
+    ) -> MTPDecodingOutput:
+        """Speculative decoding: the MTP modules draft D tokens, one main forward verifies them (mtp_decoding.py).
+        Greedy output equals `generate(do_sample=False)`; sampled output has `generate(do_sample=True, top_k=0)`'s
+        distribution. Returns the sequences and the drafted / accepted counts. kwargs: `eos_token_id`,
+        `pad_token_id`, `generator`."""
+        return generate_with_mtp(
+            self, input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_p, **kwargs
         )
 
     @staticmethod
