@@ -37,7 +37,7 @@ from .checkpoint_keys import register_per_expert_conversion, stack_per_expert_ke
 from .configuration_deepseek_mini import DeepseekMiniConfig, check_rope_parameters
 from .fp8 import convert_to_fp8, fp8_linear
 from .moe_dispatch import compute_dtype, grouped_mm_runs, routed_experts
-from .mtp_decoding import MTPDecodingOutput, generate_with_mtp
+from .mtp_decoding import generate_with_mtp
 
 # transformers 5.24 renamed the cache from `past_key_values` to `cache`: in `forward`, in the mask helpers and in the
 # model outputs (the old names warn until 5.40). This file runs under whatever transformers loads a checkpoint, so it
@@ -906,23 +906,9 @@ class DeepseekMiniForCausalLM(DeepseekMiniPreTrainedModel, GenerationMixin):
             **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
 
-    def generate_with_mtp(
-        self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None = None,
-        max_new_tokens: int = 32,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        **kwargs,
-    ) -> MTPDecodingOutput:
-        """Speculative decoding: the MTP modules draft D tokens, one main forward verifies them (mtp_decoding.py).
-        Greedy output equals `generate(do_sample=False)`; sampled output has `generate(do_sample=True, top_k=0)`'s
-        distribution. Returns the sequences and the drafted / accepted counts. kwargs: `eos_token_id`,
-        `pad_token_id`, `generator`."""
-        return generate_with_mtp(
-            self, input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_p, **kwargs
-        )
+    # Speculative decoding: the MTP modules draft, one main forward verifies (mtp_decoding.py); greedy output equals
+    # `generate(do_sample=False)`, sampled output has `generate(do_sample=True, top_k=0)`'s distribution.
+    generate_with_mtp = generate_with_mtp
 
     @staticmethod
     def _aux_loss_share(labels: torch.Tensor, num_items_in_batch) -> torch.Tensor | float:
