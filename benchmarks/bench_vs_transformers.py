@@ -3,6 +3,7 @@
     python benchmarks/bench_vs_transformers.py --out benchmarks/results/cpu.json   # bench config, <= 10 min, 2 cores
     python benchmarks/bench_vs_transformers.py --quick                              # shorter sequences, fewer repeats
     python benchmarks/bench_vs_transformers.py --device cuda --dtype bfloat16 --out benchmarks/results/cuda.json
+    python benchmarks/bench_vs_transformers.py --quick --sections grpo_models roofline mtp fp8   # the opt-in figures
 
 Same weights: transformers' model is initialised from a seed and written with `save_pretrained`; both models are then
 loaded from that one checkpoint (DeepseekMini reads DeepseekV3 checkpoints as they are), and the harness checks that
@@ -14,6 +15,16 @@ the machine falls on all of them alike; the ratio column is ours / transformers 
 smallest, of its experts implementations for that figure). The machine's load average is recorded with the results.
 
 The table is printed as Markdown and written with every sample to a JSON file (`--out`).
+
+The default sections fit the documented budget (<= 10 min on 2 CPU cores); four more are opt-in with `--sections`:
+
+- `grpo_models`: one GRPO step of stock `trl.GRPOTrainer` on DeepseekMini against the same on transformers'
+  DeepseekV3, same weights (the `grpo` section's tiny model shape, without MTP), prompts, rewards and settings.
+- `roofline`: batch-1 decode tokens/s as a percentage of this machine's memory-bandwidth bound,
+  bound = copy bandwidth / bytes read per decoded token (`decode_bytes_per_token`, `copy_bandwidth`).
+- `mtp`: `generate_with_mtp` against plain greedy `generate` on the shipped tiny base (benchmarks/mtp_decoding.py).
+- `fp8`: the CPU simulation's step time of FP8 blockwise and tensorwise training against fp32 on the tiny base's
+  pretraining config (benchmarks/fp8_loss_gap.py); an overhead, not FP8 speed.
 """
 
 import argparse
@@ -108,6 +119,15 @@ class Sizes:
         metadata={"help": "Timed GRPO steps per trainer: a step is short (~0.2 s on CPU) and noisy, so more of them."}
     )
     warmup: int = field(metadata={"help": "Untimed rounds before the timed ones."})
+    bandwidth_mib: int = field(
+        default=256, metadata={"help": "Size of the tensor copied to measure memory bandwidth (well above caches)."}
+    )
+    bandwidth_repeats: int = field(default=10, metadata={"help": "Timed copies of the bandwidth measurement."})
+    mtp_problems: int = field(default=8, metadata={"help": "Test prompts of the built-in task for the MTP figure."})
+    mtp_batches: tuple[int, ...] = field(default=(1, 8), metadata={"help": "Batch sizes of the MTP figure."})
+    mtp_new_tokens: int = field(default=64, metadata={"help": "max_new_tokens of the MTP figure."})
+    fp8_steps: int = field(default=10, metadata={"help": "Training steps per arm of the FP8 overhead figure."})
+    fp8_corpus_size: int = field(default=2000, metadata={"help": "Persona documents the FP8 figure trains on."})
 
 
 FULL = Sizes(
@@ -142,9 +162,19 @@ TINY = replace(
     grpo_completion_length=4,
     repeats=1,
     grpo_repeats=1,
+    bandwidth_mib=8,
+    bandwidth_repeats=2,
+    mtp_problems=2,
+    mtp_batches=(1, 2),
+    mtp_new_tokens=8,
+    fp8_steps=2,
+    fp8_corpus_size=200,
 )
 PRESETS = {"full": FULL, "quick": QUICK, "tiny": TINY}
-SECTIONS = ("kv_cache", "prefill", "decode", "train", "moe", "grpo")
+DEFAULT_SECTIONS = ("kv_cache", "prefill", "decode", "train", "moe", "grpo")
+EXTRA_SECTIONS = ("grpo_models", "roofline", "mtp", "fp8")
+"""Opt-in figures (`--sections`), outside the default run's budget."""
+SECTIONS = DEFAULT_SECTIONS + EXTRA_SECTIONS
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -183,6 +213,7 @@ class Row:
     peer: dict[str, float]
     target: Target | None = None
     samples: dict[str, list[float]] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # what else the figure rests on (bandwidth, bytes, acceptance, ...)
 
     @property
     def best_peer(self) -> tuple[str, float]:
@@ -207,6 +238,7 @@ class Row:
             "target": str(self.target) if self.target else None,
             "met": self.target.met(self.ours, self.ratio) if self.target else None,
             "samples": self.samples,
+            "extra": self.extra,
         }
 
 
@@ -478,6 +510,85 @@ def decode_rows(pair: Pair, sizes: Sizes, runtime: Runtime) -> list[Row]:
     return rows
 
 
+def copy_bandwidth(runtime: Runtime, mib: int, repeats: int) -> list[float]:
+    """Memory bandwidth in bytes/s, one sample per timed `dst.copy_(src)` of two `mib`-MiB tensors of the model dtype.
+
+    Bytes per copy = 2 x the tensor's bytes (read src + write dst, STREAM's "copy" convention; a CPU's write-allocate
+    reads of dst are not counted). Both tensors are written before timing (no first-touch page faults) and timed with
+    the runtime's clock and thread count, i.e. as the decode figures are.
+    """
+    numel = mib * 2**20 // runtime.dtype.itemsize
+    src = torch.ones(numel, dtype=runtime.dtype, device=runtime.device)
+    dst = torch.zeros(numel, dtype=runtime.dtype, device=runtime.device)
+    timing = replace(runtime, repeats=repeats, warmup=1)
+    seconds = timing.time_interleaved({"copy": lambda: lambda: dst.copy_(src)})["copy"]
+    return [2 * src.nbytes / t for t in seconds]
+
+
+def decode_bytes_per_token(model: torch.nn.Module, context: int) -> dict[str, int]:
+    """Bytes that decoding one token at batch 1 must read, with `context` tokens cached.
+
+        weights = sum over parameters of numel x itemsize, where
+                  the embedding table counts one row (hidden_size values; all of it if tied to lm_head),
+                  each routed-experts tensor (E experts) counts top_k / E of itself (the k experts a token uses),
+                  everything else counts whole (attention, dense MLPs, shared experts, routers, norms, lm_head);
+        kv      = num_hidden_layers x context x (kv_lora_rank + qk_rope_head_dim) x itemsize (MLA's latent cache);
+        total   = weights + kv.
+
+    Parameters in the model's dtype; MTP modules (unused by plain decoding) are left out. The same weights give the
+    same bytes for either model: this is the minimum any implementation must read, not what it does read.
+    """
+    config = model.config
+    fraction = config.num_experts_per_tok / config.n_routed_experts
+    weights = 0.0
+    for name, parameter in model.named_parameters():
+        nbytes = parameter.numel() * parameter.element_size()
+        parts = name.split(".")
+        if parts[:2] == ["model", "layers"] and int(parts[2]) >= config.num_hidden_layers:
+            continue  # an MTP module (layers num_hidden_layers and up, as in DeepSeek's checkpoints)
+        if name.endswith("embed_tokens.weight") and not config.tie_word_embeddings:
+            nbytes = parameter.shape[-1] * parameter.element_size()
+        elif ".mlp.experts." in name:
+            nbytes *= fraction
+        weights += nbytes
+    itemsize = next(model.parameters()).element_size()
+    kv = config.num_hidden_layers * context * (config.kv_lora_rank + config.qk_rope_head_dim) * itemsize
+    return {"weights": round(weights), "kv": kv, "total": round(weights) + kv}
+
+
+def roofline_rows(pair: Pair, sizes: Sizes, runtime: Runtime) -> list[Row]:
+    """Batch-1 decode tokens/s as a percentage of the memory-bandwidth bound, at each decode context.
+
+    bound (tokens/s) = copy bandwidth (bytes/s, `copy_bandwidth`, median) / bytes per token
+    (`decode_bytes_per_token`); percentage = 100 x measured tokens/s / bound. The tokens/s are `decode_rows` at
+    batch 1; the bandwidth is measured in this process just before them.
+    """
+    bandwidth_samples = copy_bandwidth(runtime, sizes.bandwidth_mib, sizes.bandwidth_repeats)
+    bandwidth = statistics.median(bandwidth_samples)
+    rows = []
+    for decode in decode_rows(pair, replace(sizes, decode_batches=(1,)), runtime):
+        context = int(decode.key.removeprefix("decode@").split("x")[0])
+        nbytes = decode_bytes_per_token(pair.ours, context)
+        bound = bandwidth / nbytes["total"]
+        figure = (
+            f"decode, context {context}, batch 1, % of the bandwidth bound ({bandwidth / 1e9:.3g} GB/s / "
+            f"{nbytes['total'] / 1e6:.3g} MB per token = {bound:.4g} tokens/s)"
+        )
+        rows.append(
+            Row(
+                key=f"roofline@{context}", figure=figure, unit="% of bound", higher_is_better=True,
+                ours=100 * decode.ours / bound, peer={name: 100 * v / bound for name, v in decode.peer.items()},
+                samples=decode.samples,
+                extra={
+                    "bandwidth_bytes_per_s": bandwidth, "bandwidth_samples": bandwidth_samples,
+                    "bytes_per_token": nbytes, "bound_tokens_per_s": bound,
+                    "tokens_per_s": {OURS: decode.ours, **decode.peer},
+                },
+            )
+        )  # fmt: skip
+    return rows
+
+
 def train_rows(pair: Pair, sizes: Sizes, runtime: Runtime) -> list[Row]:
     """Tokens/s and peak tensor memory of one AdamW training step on a (train_batch, train_seq) batch."""
     ids = runtime.token_ids(sizes.train_batch, sizes.train_seq, sizes.model["vocab_size"])
@@ -552,11 +663,12 @@ def moe_rows(sizes: Sizes, runtime: Runtime, implementations: list[str], workdir
 class StepTimer(TrainerCallback):
     """Seconds (of `clock`, the runtime's) from each optimizer step's start to its log: generation, rewards, loss,
     backward, optimizer step, the step-end callbacks (the routing-bias update) and the logging of the step's metrics;
-    the set-up that `Trainer.train` does before its first step is left out."""
+    the set-up that `Trainer.train` does before its first step is left out. Each step's logged metrics are kept."""
 
     def __init__(self, clock: Callable[[], float]):
         self.clock = clock
         self.seconds: list[float] = []
+        self.logs: list[dict] = []
         self._start = None
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -565,34 +677,60 @@ class StepTimer(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self._start is not None:
             self.seconds.append(self.clock() - self._start)
+            self.logs.append(dict(logs or {}))
             self._start = None
 
 
-def grpo_rows(sizes: Sizes, runtime: Runtime, workdir: str, seed: int) -> list[Row]:
-    """One GRPO optimizer step of the project's `DeepseekGRPOTrainer` against stock `trl.GRPOTrainer`.
+@dataclass
+class GrpoTask:
+    """What every timed GRPO step shares: tokenizer, prompts, rewards and trainer settings (one optimizer step)."""
 
-    Same tiny DeepseekMini (the `tiny` preset, freshly initialised, so every completion runs to the length limit and
-    both trainers generate the same number of tokens), same tokenizer, prompts, rewards and settings. Each timed
-    repeat is one `train()` call of one step per trainer, alternating.
+    tokenizer: object
+    dataset: object
+    settings: dict
+    reward_names: list[str]
+    workdir: str
+
+    def trainer(self, name: str, model: torch.nn.Module, *, deepseek: bool = False):
+        """Stock `trl.GRPOTrainer` on `model`, or the project's `DeepseekGRPOTrainer` with `deepseek=True`."""
+        from trl import GRPOConfig, GRPOTrainer
+
+        import rewards
+        from recipes.lib.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
+
+        output_dir = os.path.join(self.workdir, f"grpo-{len(os.listdir(self.workdir))}-{name}")
+        if deepseek:
+            trainer_class, config, reward_funcs = DeepseekGRPOTrainer, DeepseekGRPOConfig, self.reward_names
+        else:
+            trainer_class, config, reward_funcs = GRPOTrainer, GRPOConfig, rewards.get_reward_funcs(self.reward_names)
+        return trainer_class(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=config(output_dir=output_dir, **self.settings),
+            train_dataset=self.dataset,
+            processing_class=self.tokenizer,
+        )
+
+
+def grpo_task(sizes: Sizes, runtime: Runtime, workdir: str, seed: int) -> GrpoTask:
+    """The built-in task's tokenizer and prompts, the accuracy and format rewards, and the step's settings.
+
+    Every completion is `grpo_completion_length` tokens (`min_new_tokens`): models whose samples differ (other
+    weights, or the same weights with logits that differ in the last bits) still generate the same number of tokens.
     """
-    from trl import GRPOConfig, GRPOTrainer
-
-    import rewards
-    from recipes.lib.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
     from recipes.lib.task import make_corpus, make_splits
-    from recipes.pretrain import build_model, build_tokenizer
+    from recipes.pretrain import build_tokenizer
 
     tokenizer = build_tokenizer(make_corpus(seed=seed, n_docs=200)["text"])
     tokenizer.padding_side = "left"
-    torch.manual_seed(seed)
-    model = build_model(tokenizer, "tiny", {}).to(runtime.device)
     prompts = sizes.grpo_generations  # prompts per step
-    dataset = make_splits(seed=seed, n_train=prompts, n_test=0)["train"]
     settings = dict(
         max_steps=1,
         per_device_train_batch_size=prompts * sizes.grpo_generations,
         num_generations=sizes.grpo_generations,
         max_completion_length=sizes.grpo_completion_length,
+        # EOS held back until the length limit: every candidate generates exactly as many tokens, whatever it samples
+        generation_kwargs={"min_new_tokens": sizes.grpo_completion_length},
         learning_rate=1e-6,
         logging_steps=1,
         save_strategy="no",
@@ -604,37 +742,154 @@ def grpo_rows(sizes: Sizes, runtime: Runtime, workdir: str, seed: int) -> list[R
         fp16=runtime.dtype == torch.float16,
         seed=seed,
     )
-    reward_names = ["accuracy", "format"]
-    trainers = {
-        OURS: DeepseekGRPOTrainer(
-            model=copy.deepcopy(model),
-            reward_funcs=reward_names,
-            args=DeepseekGRPOConfig(output_dir=os.path.join(workdir, "grpo-ours"), **settings),
-            train_dataset=dataset,
-            processing_class=tokenizer,
-        ),
-        "trl.GRPOTrainer": GRPOTrainer(
-            model=copy.deepcopy(model),
-            reward_funcs=rewards.get_reward_funcs(reward_names),
-            args=GRPOConfig(output_dir=os.path.join(workdir, "grpo-trl"), **settings),
-            train_dataset=dataset,
-            processing_class=tokenizer,
-        ),
-    }
+    dataset = make_splits(seed=seed, n_train=prompts, n_test=0)["train"]
+    return GrpoTask(tokenizer, dataset, settings, ["accuracy", "format"], workdir)
+
+
+def time_grpo_steps(trainers: dict, runtime: Runtime, repeats: int) -> tuple[dict[str, list[float]], dict]:
+    """Seconds of one GRPO optimizer step per trainer (`StepTimer`), over `repeats` rounds after `runtime.warmup`.
+
+    Each round calls every trainer's `train()` (one step) once, in order, as `Runtime.time_interleaved` does. Also
+    returns each trainer's median completion length over the timed steps (TRL's `completions/mean_length`), to show
+    that the candidates generated as many tokens.
+    """
     timers = {name: StepTimer(runtime.clock) for name in trainers}
     for name, trainer in trainers.items():
         trainer.add_callback(timers[name])
-        trainer.args.disable_tqdm = True
-    for _ in range(runtime.warmup + sizes.grpo_repeats):
+    for _ in range(runtime.warmup + repeats):
         for trainer in trainers.values():
             trainer.train()
     samples = {name: timer.seconds[runtime.warmup :] for name, timer in timers.items()}
-    medians = {name: statistics.median(s) for name, s in samples.items()}
-    figure = (
-        f"GRPO step, {prompts} prompts x {sizes.grpo_generations} completions of "
-        f"{sizes.grpo_completion_length} tokens (DeepseekGRPOTrainer vs trl.GRPOTrainer)"
+    lengths = {
+        name: statistics.median(log.get("completions/mean_length", math.nan) for log in timer.logs[runtime.warmup :])
+        for name, timer in timers.items()
+    }
+    return samples, lengths
+
+
+def grpo_figure(sizes: Sizes, what: str) -> str:
+    return (
+        f"GRPO step, {sizes.grpo_generations} prompts x {sizes.grpo_generations} completions of "
+        f"{sizes.grpo_completion_length} tokens ({what})"
     )
-    return [lower_is_better_row("grpo_step", figure, "s", medians, Target("ratio", "<=", 1.05), samples)]
+
+
+def grpo_rows(sizes: Sizes, runtime: Runtime, workdir: str, seed: int) -> list[Row]:
+    """One GRPO optimizer step of the project's `DeepseekGRPOTrainer` against stock `trl.GRPOTrainer`.
+
+    Same tiny DeepseekMini (the `tiny` preset, freshly initialised), same tokenizer, prompts, rewards and settings
+    (`grpo_task`: every completion runs to the length limit, so both trainers generate the same number of tokens).
+    Each timed repeat is one `train()` call of one step per trainer, alternating (`time_grpo_steps`).
+    """
+    from recipes.pretrain import build_model
+
+    task = grpo_task(sizes, runtime, workdir, seed)
+    torch.manual_seed(seed)
+    model = build_model(task.tokenizer, "tiny", {}).to(runtime.device)
+    trainers = {
+        OURS: task.trainer("ours", copy.deepcopy(model), deepseek=True),
+        "trl.GRPOTrainer": task.trainer("trl", copy.deepcopy(model)),
+    }
+    samples, lengths = time_grpo_steps(trainers, runtime, sizes.grpo_repeats)
+    medians = {name: statistics.median(s) for name, s in samples.items()}
+    figure = grpo_figure(sizes, "DeepseekGRPOTrainer vs trl.GRPOTrainer")
+    row = lower_is_better_row("grpo_step", figure, "s", medians, Target("ratio", "<=", 1.05), samples)
+    row.extra = {"completion_mean_length": lengths}
+    return [row]
+
+
+def grpo_model_rows(sizes: Sizes, runtime: Runtime, implementations: list[str], workdir: str, seed: int) -> list[Row]:
+    """One GRPO optimizer step under stock `trl.GRPOTrainer`: DeepseekMini against transformers' DeepseekV3.
+
+    What a user of either model feels: the same trainer, config, prompts and rewards as `grpo_rows`, on the `tiny`
+    preset's shape without an MTP module (transformers' DeepseekV3 has none), both models loaded from one checkpoint
+    (`load_pair`). transformers runs under each of its experts implementations that can train (one model copy each);
+    every timed repeat is one `train()` call of one step per candidate, interleaved.
+    """
+    from modeling_deepseek_mini import DeepseekMiniConfig
+
+    task = grpo_task(sizes, runtime, workdir, seed)
+    tokenizer = task.tokenizer
+    config = DeepseekMiniConfig.from_preset(
+        "tiny",
+        vocab_size=len(tokenizer),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        num_nextn_predict_layers=0,
+    )
+    pair = load_pair(config.to_deepseek_v3_dict(), runtime, implementations, workdir, seed)
+    models = {OURS: pair.ours}
+    for implementation in implementations:
+        if implementation not in DECODE_ONLY_IMPLEMENTATIONS:
+            peer = copy.deepcopy(pair.peer)
+            peer.set_experts_implementation(implementation)
+            models[f"{PEER}[{implementation}]"] = peer
+    trainers = {name: task.trainer(name, model) for name, model in models.items()}
+    samples, lengths = time_grpo_steps(trainers, runtime, sizes.grpo_repeats)
+    medians = {name: statistics.median(s) for name, s in samples.items()}
+    figure = grpo_figure(sizes, "trl.GRPOTrainer on DeepseekMini vs on DeepseekV3, same weights")
+    row = lower_is_better_row("grpo_step_models", figure, "s", medians, samples=samples)
+    row.extra = {"completion_mean_length": lengths}
+    return [row]
+
+
+def mtp_rows(sizes: Sizes, runtime: Runtime) -> list[Row]:
+    """MTP speculative decoding against plain greedy decoding, DeepseekMini only: benchmarks/mtp_decoding.py's
+    `measure` on the shipped tiny base (a trained MTP module; a fresh one would accept nothing), on the first
+    `mtp_problems` test prompts of the built-in task, per batch size. The row is tokens/s of `generate_with_mtp`
+    ("ours") against `generate(do_sample=False)`, which return the same tokens (checked); the ratio is the speed-up."""
+    import mtp_decoding
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(mtp_decoding.TINY_BASE)
+    model = DeepseekMiniForCausalLM.from_pretrained(mtp_decoding.TINY_BASE, dtype=runtime.dtype)
+    model = model.to(runtime.device).eval()
+    prompts = mtp_decoding.task_prompts(sizes.mtp_problems)
+
+    def clock() -> float:
+        runtime.sync()
+        return runtime.clock()
+
+    rows = []
+    for batch in sizes.mtp_batches:
+        inputs = [
+            {key: value.to(runtime.device) for key, value in b.items()}
+            for b in mtp_decoding.batches(tokenizer, prompts, batch)
+        ]
+        result = mtp_decoding.measure(model, inputs, sizes.mtp_new_tokens, runtime.repeats, clock)
+        samples = {OURS: result["samples_s"]["generate_with_mtp"][1:], "generate": result["samples_s"]["generate"][1:]}
+        figure = (
+            f"MTP speculative decoding, tiny base, {sizes.mtp_problems} prompts, batch {batch}, "
+            f"{sizes.mtp_new_tokens} new tokens (generate_with_mtp vs generate; acceptance "
+            f"{result['acceptance_rate']:.2f})"
+        )
+        row = throughput_row(f"mtp@{batch}", figure, result["new_tokens"], samples)
+        row.extra = {key: result[key] for key in ("acceptance_rate", "row_acceptance_rate", "drafted", "accepted")}
+        rows.append(row)
+    return rows
+
+
+def fp8_rows(sizes: Sizes) -> list[Row]:
+    """Step time of FP8 training simulated on CPU against fp32, DeepseekMini only: benchmarks/fp8_loss_gap.py's
+    `train_in_lockstep` (the tiny base's pretraining config, the arms' steps interleaved, thread CPU time), for
+    `fp8_steps` steps; the first step is left out as a warm-up. An overhead of the simulation, not FP8 speed; it runs
+    on CPU whatever `--device` says."""
+    import fp8_loss_gap
+
+    recipe = fp8_loss_gap.load_recipe()
+    arms, _ = fp8_loss_gap.train_in_lockstep(recipe, sizes.fp8_steps, sizes.fp8_corpus_size, eval_batches=1)
+    times = {name: arm["times"][1:] or arm["times"] for name, arm in arms.items()}
+    rows = []
+    for name in ("fp8-blockwise", "fp8-tensorwise"):
+        samples = {OURS: times[name], "fp32": times["fp32"]}
+        medians = {key: statistics.median(s) for key, s in samples.items()}
+        figure = (
+            f"training step, {name} simulated on CPU vs fp32, tiny base config, batch {recipe['batch_size']}, "
+            f"{len(times['fp32'])} steps"
+        )
+        rows.append(lower_is_better_row(f"fp8_step@{name.removeprefix('fp8-')}", figure, "s", medians, samples=samples))
+    return rows
 
 
 def first_output(output):
@@ -653,7 +908,9 @@ def lower_is_better_row(
     )  # fmt: skip
 
 
-def throughput_row(key: str, figure: str, tokens: int, samples: dict[str, list[float]], target: Target) -> Row:
+def throughput_row(
+    key: str, figure: str, tokens: int, samples: dict[str, list[float]], target: Target | None = None
+) -> Row:
     """A tokens/s row from the seconds each candidate took to process `tokens` tokens."""
     speeds = {name: tokens / statistics.median(s) for name, s in samples.items()}
     return Row(
@@ -708,6 +965,10 @@ def run(args) -> dict:
             "train": lambda: train_rows(pair, sizes, runtime),
             "moe": lambda: moe_rows(sizes, runtime, args.experts_implementations, workdir, args.seed),
             "grpo": lambda: grpo_rows(sizes, runtime, workdir, args.seed),
+            "grpo_models": lambda: grpo_model_rows(sizes, runtime, args.experts_implementations, workdir, args.seed),
+            "roofline": lambda: roofline_rows(pair, sizes, runtime),
+            "mtp": lambda: mtp_rows(sizes, runtime),
+            "fp8": lambda: fp8_rows(sizes),
         }
         for section in args.sections:
             section_start = time.perf_counter()
@@ -763,7 +1024,13 @@ def parse_args(argv=None):
         "processes' load does not inflate; it equals wall time for one thread on an idle machine. 'wall': "
         "time.perf_counter. 'auto' (default): process on CPU with --threads 1, wall otherwise (GPU, several threads).",
     )
-    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="Figures to measure.")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=list(DEFAULT_SECTIONS),
+        choices=SECTIONS,
+        help=f"Figures to measure (default: {' '.join(DEFAULT_SECTIONS)}; opt-in: {' '.join(EXTRA_SECTIONS)}).",
+    )
     parser.add_argument("--repeats", type=int, default=None, help="Override the preset's timed repeats.")
     parser.add_argument(
         "--train-shape",

@@ -106,6 +106,32 @@ def heldout_loss(model, batches: list[dict]) -> float:
     return total / tokens
 
 
+def load_recipe() -> dict:
+    """recipes/pretrain.py's default config, with `batch_size` for its per-device batch size."""
+    recipe = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    return {"model_overrides": {}, **recipe, "batch_size": recipe["per_device_train_batch_size"]}
+
+
+def train_in_lockstep(recipe: dict, steps: int, corpus_size: int, eval_batches: int, outlier: float = 0.0):
+    """Every arm trained `steps` steps on the same batches, one arm after the other at each step; returns the arms
+    (models, per-step CPU times and losses) and the held-out batches. `bench_vs_transformers.py --sections fp8` times
+    the FP8 simulation's overhead with it."""
+    tokenizer, ids = tokenized_documents(recipe, corpus_size)
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(recipe["seed"])).tolist()
+    collate = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    size = recipe["batch_size"]
+    batches = [collate([{"input_ids": ids[i]} for i in order[k : k + size]]) for k in range(0, len(order), size)]
+    heldout, train = batches[:eval_batches], batches[eval_batches:]
+    if len(train) < steps:
+        sys.exit(f"{len(train)} training batches for {steps} steps: raise --corpus_size or lower --steps.")
+
+    arms = build_arms(tokenizer, recipe, steps, outlier)
+    for batch in train[:steps]:
+        for arm in arms.values():  # lockstep: the arms' step times are interleaved
+            train_step(arm, batch)
+    return arms, heldout
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300, help="Optimizer steps per arm.")
@@ -115,22 +141,9 @@ def main(argv=None):
     parser.add_argument("--output", type=Path, default=None, help="JSON path; default docs/results/fp8-loss-gap*.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    recipe = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    recipe = {"model_overrides": {}, **recipe, "batch_size": recipe["per_device_train_batch_size"]}
-
-    tokenizer, ids = tokenized_documents(recipe, args.corpus_size)
-    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(recipe["seed"])).tolist()
-    collate = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    recipe = load_recipe()
+    arms, heldout = train_in_lockstep(recipe, args.steps, args.corpus_size, args.eval_batches, args.outlier)
     size = recipe["batch_size"]
-    batches = [collate([{"input_ids": ids[i]} for i in order[k : k + size]]) for k in range(0, len(order), size)]
-    heldout, train = batches[: args.eval_batches], batches[args.eval_batches :]
-    if len(train) < args.steps:
-        sys.exit(f"{len(train)} training batches for {args.steps} steps: raise --corpus_size or lower --steps.")
-
-    arms = build_arms(tokenizer, recipe, args.steps, args.outlier)
-    for batch in train[: args.steps]:
-        for arm in arms.values():  # lockstep: the arms' step times are interleaved
-            train_step(arm, batch)
 
     fp32_loss = heldout_loss(arms["fp32"]["model"], heldout)
     fp32_time = statistics.median(arms["fp32"]["times"])

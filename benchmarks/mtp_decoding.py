@@ -39,21 +39,33 @@ def batches(tokenizer, prompts: list[str], size: int) -> list[dict]:
     return [{"input_ids": e["input_ids"], "attention_mask": e["attention_mask"]} for e in encoded]
 
 
-def timed(fn) -> tuple[float, object]:
-    start = time.process_time()
+def task_prompts(problems: int) -> list[str]:
+    """The first `problems` test prompts of the built-in task."""
+    sizes = {"n_train": 0, "n_test": problems, "n_validation": 0, "n_ood": 0}
+    return list(make_splits(seed=0, **sizes)["test"]["prompt"])
+
+
+def timed(fn, clock=time.process_time) -> tuple[float, object]:
+    start = clock()
     out = fn()
-    return time.process_time() - start, out
+    return clock() - start, out
 
 
-def measure(model, inputs: list[dict], max_new_tokens: int, repeats: int) -> dict:
-    """Interleaved repeats of plain and speculative greedy decoding over all batches: times, tokens, acceptance."""
+def measure(model, inputs: list[dict], max_new_tokens: int, repeats: int, clock=time.process_time) -> dict:
+    """Interleaved repeats of plain and speculative greedy decoding over all batches: times, tokens, acceptance.
+
+    `clock` gives the seconds (default: this process's CPU time); `benchmarks/bench_vs_transformers.py --sections mtp`
+    passes its own.
+    """
     samples = {"generate": [], "generate_with_mtp": []}
     stats = {}
     for _ in range(repeats + 1):
         plain_time, plain = timed(
-            lambda: [model.generate(**b, max_new_tokens=max_new_tokens, do_sample=False) for b in inputs]
+            lambda: [model.generate(**b, max_new_tokens=max_new_tokens, do_sample=False) for b in inputs], clock
         )
-        spec_time, spec = timed(lambda: [model.generate_with_mtp(**b, max_new_tokens=max_new_tokens) for b in inputs])
+        spec_time, spec = timed(
+            lambda: [model.generate_with_mtp(**b, max_new_tokens=max_new_tokens) for b in inputs], clock
+        )
         samples["generate"].append(plain_time)
         samples["generate_with_mtp"].append(spec_time)
         if any(not torch.equal(p, s.sequences) for p, s in zip(plain, spec)):
@@ -107,8 +119,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = DeepseekMiniForCausalLM.from_pretrained(args.model).eval()
-    sizes = {"n_train": 0, "n_test": args.problems, "n_validation": 0, "n_ood": 0}
-    prompts = list(make_splits(seed=0, **sizes)["test"]["prompt"])
+    prompts = task_prompts(args.problems)
     rows = {
         b: measure(model, batches(tokenizer, prompts, b), args.max_new_tokens, args.repeats) for b in args.batch_sizes
     }

@@ -1,8 +1,8 @@
 """benchmarks/bench_vs_transformers.py end to end at a tiny size, and the measurements it is built on.
 
-No timing is asserted (the machine is shared); what is checked is that every figure is measured and reported with a
-finite ratio, that both models really run the same weights, that the cache row is MLA's minimum, and that the
-timing and memory helpers measure what they claim.
+No timing is asserted (the machine is shared); what is checked is that every figure, the opt-in ones included, is
+measured and reported with a finite ratio, that both models really run the same weights, that the cache row is MLA's
+minimum, and that the timing, memory, bandwidth and bytes-per-token helpers measure what they claim.
 """
 
 import importlib.util
@@ -29,10 +29,10 @@ def bench():
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def results(bench, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "results.json"
     process = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--threads", "1", "--out", str(out)],
+        [sys.executable, str(SCRIPT), "--tiny", "--threads", "1", "--out", str(out), "--sections", *bench.SECTIONS],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -48,6 +48,9 @@ def test_every_row_is_reported_with_a_finite_ratio(results):
     expected |= {f"prefill@{n}" for n in sizes["prefill_lengths"]}
     expected |= {f"decode@{c}x{b}" for c in sizes["decode_contexts"] for b in sizes["decode_batches"]}
     expected |= {f"moe@{e}" for e in sizes["moe_experts"]}
+    expected |= {"grpo_step_models", "fp8_step@blockwise", "fp8_step@tensorwise"}
+    expected |= {f"roofline@{c}" for c in sizes["decode_contexts"]}
+    expected |= {f"mtp@{b}" for b in sizes["mtp_batches"]}
     rows = {row["key"]: row for row in results["rows"]}
     assert set(rows) == expected
     header = results["table"].splitlines()[0]
@@ -68,6 +71,69 @@ def test_every_experts_implementation_is_compared(results):
     assert set(rows["train_tokens_per_s"]["transformers"]) == bulk
     assert set(rows["decode@32x2"]["transformers"]) == bulk | {"transformers[batched_mm]"}
     assert set(rows["grpo_step"]["transformers"]) == {"trl.GRPOTrainer"}
+    assert set(rows["grpo_step_models"]["transformers"]) == bulk
+    assert set(rows["roofline@32"]["transformers"]) == bulk | {"transformers[batched_mm]"}
+    assert set(rows["mtp@2"]["transformers"]) == {"generate"}
+    assert set(rows["fp8_step@blockwise"]["transformers"]) == {"fp32"}
+
+
+def test_grpo_candidates_generate_the_same_number_of_tokens(results):
+    rows = {row["key"]: row for row in results["rows"]}
+    length = results["sizes"]["grpo_completion_length"]
+    for key in ("grpo_step", "grpo_step_models"):
+        lengths = rows[key]["extra"]["completion_mean_length"]
+        assert set(lengths) == {"ours", *rows[key]["transformers"]}
+        assert set(lengths.values()) == {length}, (key, lengths)
+
+
+def test_roofline_rows_are_tokens_per_s_over_the_bandwidth_bound(results):
+    model = results["sizes"]["model"]
+    for context in results["sizes"]["decode_contexts"]:
+        row = next(row for row in results["rows"] if row["key"] == f"roofline@{context}")
+        extra = row["extra"]
+        nbytes = extra["bytes_per_token"]
+        latent = model["kv_lora_rank"] + model["qk_rope_head_dim"]
+        assert nbytes["kv"] == model["num_hidden_layers"] * context * latent * 4  # float32
+        assert nbytes["total"] == nbytes["weights"] + nbytes["kv"]
+        assert math.isclose(extra["bound_tokens_per_s"], extra["bandwidth_bytes_per_s"] / nbytes["total"])
+        for name, percent in {"ours": row["ours"], **row["transformers"]}.items():
+            assert math.isclose(percent, 100 * extra["tokens_per_s"][name] / extra["bound_tokens_per_s"]), name
+
+
+def test_mtp_rows_record_acceptance(results):
+    for batch in results["sizes"]["mtp_batches"]:
+        row = next(row for row in results["rows"] if row["key"] == f"mtp@{batch}")
+        assert 0 <= row["extra"]["accepted"] <= row["extra"]["drafted"] > 0
+        assert 0 <= row["extra"]["acceptance_rate"] <= 1
+
+
+def test_decode_bytes_per_token_is_the_active_parameters_plus_the_latent_cache(bench):
+    from modeling_deepseek_mini import DeepseekMiniConfig, DeepseekMiniForCausalLM
+
+    config = DeepseekMiniConfig.from_preset("tiny")  # with an MTP module, which plain decoding does not read
+    assert config.num_nextn_predict_layers == 1
+    c = config
+    d, heads = c.hidden_size, c.num_attention_heads
+    attention = (
+        d * c.q_lora_rank + c.q_lora_rank + c.q_lora_rank * heads * (c.qk_nope_head_dim + c.qk_rope_head_dim)
+        + d * (c.kv_lora_rank + c.qk_rope_head_dim) + c.kv_lora_rank
+        + c.kv_lora_rank * heads * (c.qk_nope_head_dim + c.v_head_dim) + heads * c.v_head_dim * d
+    )  # fmt: skip
+    dense = 3 * d * c.intermediate_size
+    moe = c.n_routed_experts * d + (c.n_shared_experts + c.num_experts_per_tok) * 3 * d * c.moe_intermediate_size
+    layers = c.num_hidden_layers * (attention + 2 * d) + c.first_k_dense_replace * dense
+    layers += (c.num_hidden_layers - c.first_k_dense_replace) * moe
+    weights = 4 * (d + layers + d + c.vocab_size * d)  # embedding row, layers, final norm, lm_head; float32
+    nbytes = bench.decode_bytes_per_token(DeepseekMiniForCausalLM(config), context=100)
+    kv = 4 * c.num_hidden_layers * 100 * (c.kv_lora_rank + c.qk_rope_head_dim)
+    assert nbytes == {"weights": weights, "kv": kv, "total": weights + kv}
+
+
+def test_copy_bandwidth_is_bytes_read_and_written_per_second(bench):
+    runtime = bench.Runtime(torch.device("cpu"), torch.float32, repeats=1, warmup=0)
+    ticks = iter(range(100))
+    runtime.clock = lambda: float(next(ticks))  # every timed copy takes 1 "second"
+    assert bench.copy_bandwidth(runtime, mib=1, repeats=3) == [2 * 2**20] * 3
 
 
 def test_models_share_weights_and_our_cache_is_the_mla_minimum(results):
