@@ -39,6 +39,21 @@ def batches(tokenizer, prompts: list[str], size: int) -> list[dict]:
     return [{"input_ids": e["input_ids"], "attention_mask": e["attention_mask"]} for e in encoded]
 
 
+def task_prompts(problems: int) -> list[str]:
+    """The first `problems` test prompts of the built-in task (R1-Zero's template), as the MTP benchmarks read them."""
+    sizes = {"n_train": 0, "n_test": problems, "n_validation": 0, "n_ood": 0}
+    return list(make_splits(seed=0, **sizes)["test"]["prompt"])
+
+
+def acceptance(outputs) -> dict:
+    """Drafted, agreed, accepted and rounds summed over `generate_with_mtp` outputs, and the two acceptance rates."""
+    stats = {key: sum(getattr(o, key) for o in outputs) for key in ("drafted", "agreed", "accepted", "rounds")}
+    return stats | {
+        "acceptance_rate": stats["accepted"] / max(stats["drafted"], 1),
+        "row_acceptance_rate": stats["agreed"] / max(stats["drafted"], 1),
+    }
+
+
 def timed(fn) -> tuple[float, object]:
     start = time.process_time()
     out = fn()
@@ -62,16 +77,12 @@ def measure(model, inputs: list[dict], max_new_tokens: int, repeats: int) -> dic
             int((p[:, b["input_ids"].shape[1] :] != model.generation_config.pad_token_id).sum())
             for p, b in zip(plain, inputs)
         )
-        stats = {key: sum(getattr(s, key) for s in spec) for key in ("drafted", "agreed", "accepted", "rounds")} | {
-            "new_tokens": new_tokens
-        }
+        stats = acceptance(spec) | {"new_tokens": new_tokens}
     medians = {name: statistics.median(times[1:]) for name, times in samples.items()}
     return {
         "samples_s": samples,
         "median_s": medians,
         "speedup": medians["generate"] / medians["generate_with_mtp"],
-        "acceptance_rate": stats["accepted"] / max(stats["drafted"], 1),
-        "row_acceptance_rate": stats["agreed"] / max(stats["drafted"], 1),
         **stats,
     }
 
@@ -107,8 +118,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = DeepseekMiniForCausalLM.from_pretrained(args.model).eval()
-    sizes = {"n_train": 0, "n_test": args.problems, "n_validation": 0, "n_ood": 0}
-    prompts = list(make_splits(seed=0, **sizes)["test"]["prompt"])
+    prompts = task_prompts(args.problems)
     rows = {
         b: measure(model, batches(tokenizer, prompts, b), args.max_new_tokens, args.repeats) for b in args.batch_sizes
     }
