@@ -40,9 +40,18 @@ def batches(tokenizer, prompts: list[str], size: int) -> list[dict]:
 
 
 def task_prompts(problems: int) -> list[str]:
-    """The first `problems` test prompts of the built-in task."""
+    """The first `problems` test prompts of the built-in task (R1-Zero's template), as the MTP benchmarks read them."""
     sizes = {"n_train": 0, "n_test": problems, "n_validation": 0, "n_ood": 0}
     return list(make_splits(seed=0, **sizes)["test"]["prompt"])
+
+
+def acceptance(outputs) -> dict:
+    """Drafted, agreed, accepted and rounds summed over `generate_with_mtp` outputs, and the two acceptance rates."""
+    stats = {key: sum(getattr(o, key) for o in outputs) for key in ("drafted", "agreed", "accepted", "rounds")}
+    return stats | {
+        "acceptance_rate": stats["accepted"] / max(stats["drafted"], 1),
+        "row_acceptance_rate": stats["agreed"] / max(stats["drafted"], 1),
+    }
 
 
 def timed(fn, clock=time.process_time) -> tuple[float, object]:
@@ -74,16 +83,12 @@ def measure(model, inputs: list[dict], max_new_tokens: int, repeats: int, clock=
             int((p[:, b["input_ids"].shape[1] :] != model.generation_config.pad_token_id).sum())
             for p, b in zip(plain, inputs)
         )
-        stats = {key: sum(getattr(s, key) for s in spec) for key in ("drafted", "agreed", "accepted", "rounds")} | {
-            "new_tokens": new_tokens
-        }
+        stats = acceptance(spec) | {"new_tokens": new_tokens}
     medians = {name: statistics.median(times[1:]) for name, times in samples.items()}
     return {
         "samples_s": samples,
         "median_s": medians,
         "speedup": medians["generate"] / medians["generate_with_mtp"],
-        "acceptance_rate": stats["accepted"] / max(stats["drafted"], 1),
-        "row_acceptance_rate": stats["agreed"] / max(stats["drafted"], 1),
         **stats,
     }
 

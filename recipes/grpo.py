@@ -6,7 +6,9 @@
 
 With no `--config`, `recipes/configs/grpo_tiny.yaml` is used: the tiny DeepseekMini base that the project ships
 learns the built-in arithmetic task from rule rewards alone, and the run ends with a before/after table on the
-held-out split and plots of reward, accuracy and completion length over steps. Flags override the YAML.
+held-out split and plots of reward, accuracy and completion length over steps. For a model with multi-token-prediction
+modules (frozen during RL), the stage ends by retraining them alone on the policy's own text (`--mtp_refresh_steps`,
+recipes/lib/mtp_sync.py) so that speculative decoding keeps its acceptance. Flags override the YAML.
 """
 
 import logging
@@ -185,6 +187,9 @@ def main(script_args, training_args, model_args):
     # Train
     train_stage(trainer, run)
 
+    # MTP refresh: RL moved the policy but never ran its MTP modules; retrain them on its own completions
+    mtp_refresh = trainer.refresh_mtp_modules() if trainer.accelerator.is_main_process else None
+
     # Held-out tables, after; plots
     after = None
     if script_args.eval_heldout and trainer.accelerator.is_main_process:
@@ -217,8 +222,10 @@ def main(script_args, training_args, model_args):
             "beta": training_args.beta,
             "max_steps": training_args.max_steps,
             "max_completion_length": training_args.max_completion_length,
+            "mtp_refresh_steps": training_args.mtp_refresh_steps,
         },
         metrics=None if after is None else card_metrics(after),
+        training=None if mtp_refresh is None else {"mtp_refresh": mtp_refresh},
     )
 
 

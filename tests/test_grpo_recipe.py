@@ -170,3 +170,31 @@ def test_a_seed_on_one_thread_count_reproduces_a_run_exactly(tmp_path):
     metrics = [(outputs[name] / "heldout_after.json").read_text() for name in ("first", "again")]
     assert metrics[0] == metrics[1]
     assert not all(torch.equal(first[name], other[name]) for name in first)
+
+
+def test_the_mtp_refresh_runs_after_training_and_is_recorded(tmp_path):
+    """A one-step run with a two-step MTP refresh: the saved MTP module is no longer the base's (RL freezes it, so
+    only the refresh can have moved it), and stage.json and the card say what the refresh did."""
+    out = tmp_path / "run"
+    args = ["--max_steps", "1", "--eval_heldout", "false", "--mtp_refresh_steps", "2", "--mtp_refresh_batch_size", "4"]
+    run([sys.executable, GRPO, *TINY_RUN, *args, "--output_dir", str(out)])
+    stage = json.loads((out / "stage.json").read_text())
+    assert stage["hyperparameters"]["mtp_refresh_steps"] == 2
+    refresh = stage["training"]["mtp_refresh"]
+    assert refresh["steps"] == 2 and refresh["batch_size"] == 4 and refresh["max_new_tokens"] == 16
+    assert "mtp_refresh" in (out / "README.md").read_text()
+    base, saved = load_file(TINY_BASE / "model.safetensors"), load_file(out / "model.safetensors")
+    mtp = [name for name in base if name.startswith("model.layers.4.")]  # the tiny base's MTP module
+    assert mtp and any(not torch.equal(base[name], saved[name]) for name in mtp)
+
+
+def test_an_invalid_mtp_refresh_setting_is_refused_before_training(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, GRPO, *TINY_RUN, "--mtp_refresh_steps", "-5", "--output_dir", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode != 0 and "--mtp_refresh_steps must be >= 0" in result.stderr
+    assert not out.exists() or not any(out.iterdir())

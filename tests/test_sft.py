@@ -92,6 +92,37 @@ def test_assistant_only_loss_trains_on_the_assistant_turn_and_its_end(tiny_causa
     )
 
 
+def test_deepseek_sft_trainer_trains_the_mtp_modules_with_the_models_own_loss(tmp_path):
+    """TRL's SFT loss never runs DeepseekMini's MTP modules; DeepseekSFTTrainer's (the model's own) does: after two
+    steps every part of the MTP module outside the routed experts (which may get no token) has moved."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from recipes.lib.cli import TINY_BASE
+
+    model = AutoModelForCausalLM.from_pretrained(TINY_BASE, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(TINY_BASE)
+    mtp_layer = model.model.mtp_layers[0]
+    before = {name: p.detach().clone() for name, p in mtp_layer.named_parameters()}
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        max_length=256,
+        use_cpu=True,
+        bf16=False,
+        save_strategy="no",
+        report_to=[],
+    )
+    trainer = make_sft_trainer(model, tokenizer, make_cold_start(4), args)
+    assert trainer.mtp_loss_weight == model.config.mtp_loss_weight > 0
+    trainer.train()
+    moved = {name for name, p in mtp_layer.named_parameters() if not torch.equal(before[name], p.detach())}
+    expected = {name for name in before if ".experts." not in name}
+    assert expected and expected <= moved, sorted(expected - moved)
+
+
 def test_cold_start_sft_of_the_tiny_base_writes_a_hub_ready_folder(tmp_path, monkeypatch):
     from huggingface_hub import HfApi
 

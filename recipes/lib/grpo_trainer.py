@@ -9,7 +9,9 @@ is inherited unchanged; this subclass only adds:
   (TRL already logs the completion lengths and the per-reward means);
 - for models with DeepSeekMoE routing biases (DeepseekMini): the auxiliary-loss-free bias update once per
   optimizer step (speed `expert_bias_update_speed`, 0 freezes it) and per-layer expert-load imbalance in the logs.
-  GRPO's loss runs only the backbone (TRL's fused LM head), so the MTP modules are not run, and are frozen, during RL.
+  GRPO's loss runs only the backbone (TRL's fused LM head), so the MTP modules are not run, and are frozen, during RL;
+  `refresh_mtp_modules` (the recipe calls it after training) retrains them on the policy's own completions
+  (`recipes.lib.mtp_sync`), so that speculative decoding with them keeps its acceptance.
 
 Any other causal LM (Qwen2, Llama, with or without LoRA) trains exactly as with `trl.GRPOTrainer`.
 """
@@ -27,6 +29,7 @@ import rewards
 from modeling_deepseek_mini import ExpertBiasUpdateCallback
 from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.lib.evaluation import DEFAULT_REFLECTION_PHRASES, is_reflective
+from recipes.lib.mtp_sync import check_refresh_settings, find_mtp_model, refresh_mtp
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,28 @@ class DeepseekGRPOConfig(GRPOConfig):
             "the biases. Ignored for models without routing biases."
         },
     )
+    mtp_refresh_steps: int = field(
+        default=50,
+        metadata={
+            "help": "After training, steps of the MTP refresh: the multi-token-prediction modules alone (frozen "
+            "during RL) train on the model's own MTP loss over the policy's completions of the training prompts, "
+            "so that speculative decoding with them keeps its acceptance (docs/model.md). 0 turns it off; ignored "
+            "for models without MTP modules and with --use_peft (the adapter holds no MTP weights)."
+        },
+    )
+    mtp_refresh_learning_rate: float = field(
+        default=1e-3, metadata={"help": "AdamW learning rate of the MTP refresh (constant, no weight decay)."}
+    )
+    mtp_refresh_batch_size: int = field(
+        default=16, metadata={"help": "Completions per step of the MTP refresh, generated fresh by the policy."}
+    )
+    mtp_refresh_temperature: float = field(
+        default=0.0,
+        metadata={
+            "help": "Temperature of the policy's completions that the MTP refresh trains on: 0 (greedy) fits greedy "
+            "speculative decoding best (measured, docs/model.md); T > 0 fits speculative sampling at T."
+        },
+    )
 
     def __post_init__(self):
         if isinstance(self.reward_params, str):
@@ -79,6 +104,12 @@ class DeepseekGRPOConfig(GRPOConfig):
                 f"{self.expert_bias_update_speed}."
             )
         self.check_group_size()
+        check_refresh_settings(
+            self.mtp_refresh_steps,
+            self.mtp_refresh_learning_rate,
+            self.mtp_refresh_batch_size,
+            self.mtp_refresh_temperature,
+        )
         super().__post_init__()
 
     def check_group_size(self) -> None:
@@ -190,6 +221,35 @@ class DeepseekGRPOTrainer(GRPOTrainer):
                 expert_bias_model.config.bias_update_speed = args.expert_bias_update_speed
             # First, so that reporting integrations (tensorboard, wandb) also receive its moe/imbalance/* keys
             self.callback_handler.callbacks.insert(0, ExpertBiasUpdateCallback())
+
+    def refresh_mtp_modules(self) -> dict | None:
+        """After training: bring the MTP modules, frozen during RL, in step with the trained policy
+        (`recipes.lib.mtp_sync.refresh_mtp` on the train split's prompts, the `mtp_refresh_*` settings, completions
+        up to `max_completion_length`). Returns what it did, for the stage record; None when off, for a
+        model without MTP modules, or with PEFT (the adapter saved holds no MTP weights)."""
+        args = self.args
+        model = self.accelerator.unwrap_model(self.model)
+        if args.mtp_refresh_steps == 0 or find_mtp_model(model) is None:
+            return None
+        if getattr(model, "peft_config", None):
+            logger.warning(
+                "MTP refresh skipped: with --use_peft the saved adapter holds no MTP weights, so the refreshed "
+                "modules would be lost. Merge the adapter and refresh the merged model instead."
+            )
+            return None
+        needed = (args.mtp_refresh_steps + 1) * args.mtp_refresh_batch_size
+        prompts = self.train_dataset.select(range(min(len(self.train_dataset), needed)))["prompt"]
+        return refresh_mtp(
+            model,
+            self.processing_class,
+            prompts,
+            steps=args.mtp_refresh_steps,
+            learning_rate=args.mtp_refresh_learning_rate,
+            batch_size=args.mtp_refresh_batch_size,
+            max_new_tokens=args.max_completion_length,
+            temperature=args.mtp_refresh_temperature,
+            seed=args.seed,
+        ).as_record()
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)

@@ -340,11 +340,13 @@ def finish_stage(
     dataset: str,
     hyperparameters: dict,
     metrics: dict | None = None,
+    training: dict | None = None,
 ) -> None:
     """Save, card and push a trained stage: model and tokenizer as safetensors (DeepseekMini also copies its code
     and writes `auto_map`), TRL's model card with, for a model that generates, the usage example
-    (`write_usage_section`), plus the stage record (`write_stage_card`: what ran), and, with `push_to_hub`, the whole
-    folder to `hub_model_id` (default: the output folder's name)."""
+    (`write_usage_section`), plus the stage record (`write_stage_card`: what ran; `training` adds facts about how it
+    trained to the steps and the checkpoint resumed from), and, with `push_to_hub`, the whole folder to
+    `hub_model_id` (default: the output folder's name)."""
     trainer.save_model(training_args.output_dir)
     if not trainer.accelerator.is_main_process:
         return
@@ -360,7 +362,7 @@ def finish_stage(
         dataset=dataset,
         hyperparameters=hyperparameters,
         metrics=metrics,
-        training={"steps": trainer.state.global_step, "resumed_from": run.resume_from},
+        training={"steps": trainer.state.global_step, "resumed_from": run.resume_from, **(training or {})},
     )
     if training_args.push_to_hub:
         push_stage_folder(
