@@ -1,0 +1,108 @@
+"""Every notebook under notebooks/ runs top to bottom at its CPU size, and says what it claims.
+
+How a notebook is checked (notebooks/conventions.py describes the layout): the test injects a cell after the
+notebook's `parameters` cell (papermill's convention) that sets SIZE="cpu" and RESULTS_PATH, executes the notebook in
+a fresh kernel of this interpreter with nbclient (any cell error fails the test, naming the cell), and reads the JSON
+of key numbers that the notebook's last cell writes to RESULTS_PATH. Each notebook has an entry in NOTEBOOKS below
+with the function that checks those numbers. A long notebook also gets `ci_parameters`: CI runs it with those injected
+(smaller sizes), and the full run is marked slow (`pytest -m slow`).
+
+The committed notebooks are checked too: standard cells as conventions.py writes them, outputs from an execution
+(`python notebooks/refresh.py`), no error outputs, and a line in the README.
+"""
+
+import importlib.util
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("notebook_conventions", ROOT / "notebooks" / "conventions.py")
+conventions = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(conventions)
+
+
+def check_model_tour(r: dict) -> None:
+    assert r["size"] == "cpu"
+    # MLA: absorbed decoding over the latent cache gives the expanded forward's logits
+    assert r["absorbed_vs_expanded_max_abs_logit_diff"] < 1e-4
+    # the cache holds d_c + d_R values per token per layer: fewer bytes than MHA of the same heads, here and at V3
+    assert r["mla_cache_bytes_per_token_measured"] == r["mla_cache_bytes_per_token_formula"]
+    assert r["mla_cache_bytes_per_token_measured"] < r["mha_cache_bytes_per_token_same_width"]
+    v3 = r["v3_cache_bytes_per_token_bf16"]
+    assert v3["MLA"] == 61 * 576 * 2 and v3["MHA (128 heads)"] == 61 * 2 * 128 * 128 * 2
+    assert v3["MLA"] < v3["GQA (8 groups)"] < v3["MHA (128 heads)"]
+    # aux-loss-free balancing: the bias update pulls a skewed load back
+    assert r["imbalance_first"] > 2.5
+    assert r["imbalance_last"] < r["imbalance_first"]
+    assert r["imbalance_mean_last_10"] < 0.6 * r["imbalance_first"]
+    # MTP: speculative decoding returns generate's tokens; acceptance is a rate
+    assert r["mtp_greedy_equals_generate"] is True
+    assert 0.0 <= r["mtp_acceptance_rate"] <= 1.0
+    assert r["mtp_loss"] > 0
+    # interchange with transformers' DeepseekV3: the same function both ways
+    assert r["round_trip_max_abs_logit_diff"]["to_transformers"] < 1e-4
+    assert r["round_trip_max_abs_logit_diff"]["back_to_deepseek_mini"] < 1e-4
+    # FP8: with a large outlier channel, 1x128 tiles keep the other channels far more precise than one scale
+    errors = r["fp8_relative_error_ordinary_channels"]["1e+05"]
+    assert errors["blockwise (1x128 tiles)"] < 0.5 * errors["tensorwise (one scale)"]
+    assert r["seconds"] < 120  # "well under 2 minutes" at the CPU size
+
+
+@dataclass
+class Notebook:
+    check: Callable[[dict], None]
+    ci_parameters: dict | None = None  # set for a long notebook: CI's shrunk run; the full run is then slow
+
+
+NOTEBOOKS = {
+    "model_tour.ipynb": Notebook(check_model_tour),
+}
+
+
+def runs():
+    for name, notebook in NOTEBOOKS.items():
+        if notebook.ci_parameters is None:
+            yield pytest.param(name, {}, id=name)
+        else:
+            yield pytest.param(name, notebook.ci_parameters, id=f"{name}-ci")
+            yield pytest.param(name, {}, id=f"{name}-full", marks=pytest.mark.slow)
+
+
+def committed() -> list[str]:
+    return sorted(p.name for p in conventions.NOTEBOOKS_DIR.glob("*.ipynb") if not p.name.endswith(".tmp.ipynb"))
+
+
+def test_every_notebook_is_checked_and_linked_from_the_readme():
+    assert committed() == sorted(NOTEBOOKS), "add the notebook to NOTEBOOKS with the check of its key numbers"
+    readme = (ROOT / "README.md").read_text()
+    for name in committed():
+        assert f"(notebooks/{name})" in readme, f"README.md's Notebooks section has no line for {name}"
+
+
+@pytest.mark.parametrize("name", committed())
+def test_committed_notebook_has_the_standard_cells_and_the_outputs_of_a_run(name):
+    nb = nbformat.read(conventions.NOTEBOOKS_DIR / name, as_version=4)
+    assert nb.cells[0].source == conventions.badge_source(name), "run python notebooks/refresh.py"
+    assert conventions.colab_url(name) in nb.cells[0].source
+    (parameters,) = conventions.tagged(nb, conventions.PARAMETERS_TAG)
+    assert "SIZE = None" in nb.cells[parameters].source and "RESULTS_PATH = None" in nb.cells[parameters].source
+    assert conventions.tagged(nb, conventions.SETUP_TAG) == [parameters + 1]
+    assert nb.cells[parameters + 1].source == conventions.setup_source(), "run python notebooks/refresh.py"
+    assert not conventions.tagged(nb, conventions.INJECTED_TAG)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    counts = [cell.execution_count for cell in code]
+    assert counts == list(range(1, len(code) + 1)), "commit the outputs of one run: python notebooks/refresh.py"
+    assert not [o for cell in code for o in cell.outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for cell in code for o in cell.outputs), "its plots are outputs too"
+
+
+@pytest.mark.parametrize("name, parameters", list(runs()))
+def test_notebook_runs_and_its_key_numbers_hold(name, parameters, tmp_path):
+    results = tmp_path / "results.json"
+    conventions.execute(conventions.NOTEBOOKS_DIR / name, {"SIZE": "cpu", "RESULTS_PATH": str(results), **parameters})
+    NOTEBOOKS[name].check(json.loads(results.read_text()))
