@@ -5,7 +5,8 @@ notebook's `parameters` cell (papermill's convention) that sets SIZE="cpu" and R
 a fresh kernel of this interpreter with nbclient (any cell error fails the test, naming the cell), and reads the JSON
 of key numbers that the notebook's last cell writes to RESULTS_PATH. Each notebook has an entry in NOTEBOOKS below
 with the function that checks those numbers. A long notebook also gets `ci_parameters`: CI runs it with those injected
-(smaller sizes), and the full run is marked slow (`pytest -m slow`).
+(smaller sizes), and the full run is marked slow (`pytest -m slow`); `ci_check`, when set, holds the claims of the
+shrunk run (a few training steps cannot be held to the full run's).
 
 The committed notebooks are checked too: standard cells as conventions.py writes them, outputs from an execution
 (`python notebooks/refresh.py`), no error outputs, and a line in the README.
@@ -53,14 +54,78 @@ def check_model_tour(r: dict) -> None:
     assert r["seconds"] < 120  # "well under 2 minutes" at the CPU size
 
 
+def check_r1_zero_common(r: dict) -> None:
+    """What holds at any size: the rewards tell the personas apart, the recipe wrote its files and both tables, every
+    share is a share, and the committed record over seeds says what the README says."""
+    assert r["size"] == "cpu"
+    p = r["persona_rewards"]
+    assert p["careful"]["format"] == 1.0 and p["careful"]["language_consistency"] == 1.0
+    assert p["hasty"]["format"] == 1.0 and p["hasty"]["accuracy"] == 0.0  # well formed, a guess
+    assert p["format_breaker"]["format"] == 0.0
+    assert p["mixed_language"]["format"] == 1.0 and p["mixed_language"]["language_consistency"] < 1.0
+    assert all(not row["unknown words"] for row in p.values())  # the personas write the task's vocabulary
+    files = set(r["files"])
+    assert {"model.safetensors", "stage.json", "trainer_state.json", "plots"} <= files
+    assert {f"{name}_{side}.json" for name in ("heldout", "ood") for side in ("before", "after")} <= files
+    assert r["steps"] == r["max_steps"]
+    for name in ("heldout", "ood"):
+        before, after = r[name]["before"], r[name]["after"]
+        assert set(before) == set(after) and "accuracy" in before
+        for metrics in (before, after, r["base_sampled_T1"]):
+            for metric, value in metrics.items():
+                if metric != "mean_completion_tokens" and not metric.endswith("_stderr") and value == value:  # NaN: n/a
+                    assert 0.0 <= value <= 1.0, (name, metric, value)
+    # the base samples what GRPO needs: right answers among its samples (about half), not all of them well formed
+    assert 0.2 <= r["base_sampled_T1"]["accuracy"] <= 0.8 and r["base_sampled_T1"]["format_compliance"] < 1.0
+    seeds = r["seeds_heldout_accuracy"]  # docs/results/grpo-tiny-seeds.json, read by the notebook
+    assert seeds["change"]["n"] == 3 and seeds["change"]["low"] > 0.9 and seeds["change"]["verdict"] == "higher after"
+
+
+def check_r1_zero_ci(r: dict) -> None:
+    """The shrunk run (4 steps, 16 test problems, greedy only): too short to claim learning. The base's greedy
+    accuracy is near zero (2.5% on 200 problems), so one problem either way is all the noise there is: the claim is
+    that four steps did not cost accuracy beyond two of the 16 problems, and did not break the format (the first
+    thing GRPO rewards; measured: 0% -> 100% at 4 steps)."""
+    check_r1_zero_common(r)
+    assert r["steps"] == 4 and r["eval_problems"]["heldout"] == 16
+    before, after = r["heldout"]["before"], r["heldout"]["after"]
+    assert after["accuracy"] >= before["accuracy"] - 2 / 16
+    assert after["format_compliance"] >= before["format_compliance"]
+
+
+def check_r1_zero_full(r: dict) -> None:
+    """The main job's own run: 50 steps, 200 test problems, both protocols."""
+    check_r1_zero_common(r)
+    assert r["steps"] == 50 and r["eval_problems"]["heldout"] == 200
+    before, after = r["heldout"]["before"], r["heldout"]["after"]
+    assert after["accuracy"] - before["accuracy"] >= 0.5  # 2.5% -> 98.5-99.5% over the three recorded seeds
+    assert after["format_compliance"] >= 0.9
+    assert after["pass@1"] - before["pass@1"] >= 0.25  # R1's protocol: 46% -> 99% over the recorded seeds
+    assert r["side_by_side_correct"]["after"] >= r["side_by_side_correct"]["before"]
+
+
+# r1_zero's CI run: 4 GRPO steps, 16 test and ood problems, greedy only, 2 MTP refresh steps, no checkpoints
+R1_ZERO_CI_FLAGS = ["--max_steps", "4", "--eval_max_samples", "16", "--eval_r1_samples", "0"]
+R1_ZERO_CI_FLAGS += ["--mtp_refresh_steps", "2", "--save_strategy", "no"]
+
+
 @dataclass
 class Notebook:
     check: Callable[[dict], None]
     ci_parameters: dict | None = None  # set for a long notebook: CI's shrunk run; the full run is then slow
+    ci_check: Callable[[dict], None] | None = None  # the claims of the shrunk run, when they differ from the full one
+
+    def check_for(self, parameters: dict) -> Callable[[dict], None]:
+        return self.ci_check if parameters and self.ci_check is not None else self.check
 
 
 NOTEBOOKS = {
     "model_tour.ipynb": Notebook(check_model_tour),
+    "r1_zero.ipynb": Notebook(
+        check_r1_zero_full,  # about 4 minutes on 2 cores
+        ci_parameters={"RECIPE_FLAGS": R1_ZERO_CI_FLAGS},
+        ci_check=check_r1_zero_ci,
+    ),
 }
 
 
@@ -105,4 +170,4 @@ def test_committed_notebook_has_the_standard_cells_and_the_outputs_of_a_run(name
 def test_notebook_runs_and_its_key_numbers_hold(name, parameters, tmp_path):
     results = tmp_path / "results.json"
     conventions.execute(conventions.NOTEBOOKS_DIR / name, {"SIZE": "cpu", "RESULTS_PATH": str(results), **parameters})
-    NOTEBOOKS[name].check(json.loads(results.read_text()))
+    NOTEBOOKS[name].check_for(parameters)(json.loads(results.read_text()))
