@@ -104,8 +104,9 @@ def test_a_misspelled_yaml_key_names_the_closest_key(tmp_path):
     config.write_text("learning_rat: 1.0e-4\nmax_steps: 3\n")
     with pytest.raises(UserInputError) as error:
         parse(grpo, "--config", str(config))
-    # the closest key first (others that are close, e.g. mtp_refresh_learning_rate, may follow)
-    assert str(error.value).startswith(f"{config}: unknown 'learning_rat' (did you mean 'learning_rate'")
+    assert str(error.value) == (
+        f"{config}: unknown 'learning_rat' (did you mean 'learning_rate' or 'mtp_refresh_learning_rate'?)."
+    )
 
 
 def test_a_misspelled_pipeline_key_names_the_closest_key(tmp_path):
@@ -157,6 +158,7 @@ def test_a_hub_id_the_hub_does_not_have_is_refused_before_loading(hub, tmp_path,
 
 
 def test_a_hub_id_the_hub_has_passes_and_offline_nothing_is_asked(hub, monkeypatch):
+    assert not inputs.looks_local("Qwen/Qwen2.5-0.5B") and not inputs.looks_local("open-r1/OpenR1-Math-220k")
     inputs.check_hub_id("Qwen/Qwen2.5-0.5B", "model_name_or_path", "model")
     inputs.check_hub_id("open-r1/OpenR1-Math-220k", "dataset_name", "dataset")
     inputs.check_hub_id("outputs/none/model", "model_name_or_path", "model")  # local-looking: check_local_path's
