@@ -106,6 +106,14 @@ def heldout_loss(model, batches: list[dict]) -> float:
     return total / tokens
 
 
+def curve(losses: list[float], every: int = 50) -> list[dict]:
+    """The training loss averaged over each `every` steps: the gap's course over training, not only its end."""
+    return [
+        {"last_step": min(k + every, len(losses)), "train_loss": round(statistics.fmean(losses[k : k + every]), 4)}
+        for k in range(0, len(losses), every)
+    ]
+
+
 def load_recipe() -> dict:
     """recipes/pretrain.py's default config, with `batch_size` for its per-device batch size."""
     recipe = yaml.safe_load(DEFAULT_CONFIG.read_text())
@@ -157,6 +165,7 @@ def main(argv=None):
             "last_train_loss": round(arm["losses"][-1], 4),
             "median_step_cpu_s": round(step, 4),
             "step_time_vs_fp32": round(step / fp32_time, 2),
+            "train_loss_curve": curve(arm["losses"]),
         }
     report = {
         "command": "python benchmarks/fp8_loss_gap.py " + " ".join(sys.argv[1:] if argv is None else argv),
