@@ -1,0 +1,126 @@
+"""Question 1 of docs/research.md: what each stage of DeepSeek-R1's fine-tuning adds, by ablation.
+
+    python experiments/fine_tuning_ablations.py run --reuse outputs/seeds-pipeline-v3   # every arm, 3 seeds each
+    python experiments/fine_tuning_ablations.py run --arms no_cold_start --seeds 0 1 2 3 4
+    python experiments/fine_tuning_ablations.py report    # -> docs/results/research/ablations.json, tables on stdout
+
+Each arm is the embedded pipeline (`recipes/configs/pipeline/tiny.yaml`) with one piece of R1 taken out by `--set`
+overrides, run over training seeds by `benchmarks/seeds.py` (test and out-of-distribution splits, greedy and R1's
+pass@1, the pipeline's own measurement). With `--reuse DIR`, the stages an arm does not change are linked from the
+default pipeline's run of the same seed (`DIR/seed-{seed}`) instead of trained again; only the changed stage and the
+ones after it train. The report compares each arm's final model (R1: the all-scenario RL stage, or the stage that
+replaces it) and students with the default's, paired by seed: the interval of the difference and its verdict.
+
+The arms:
+- `no_cold_start`: reasoning RL starts from the base instead of the cold-start SFT (R1-Zero with the language reward).
+- `no_rejection_sampling`: all-scenario RL starts from the reasoning-RL checkpoint; no rejection-sampled SFT.
+- `no_language_reward`: reasoning RL and the rule rewards of all-scenario RL without language consistency (the
+  rejection-sampling filters stay as they are).
+- `no_all_scenario_rl`: R1 is the SFT on rejection-sampled data; the students distil its traces.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from seeds import compare  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+
+RESULTS = ROOT / "docs" / "results" / "research"
+DEFAULT_RECORD = ROOT / "docs" / "results" / "pipeline-tiny-seeds.json"
+FINAL, STUDENTS = "all_scenario_rl", ("distill_qwen2", "distill_llama")
+SCENARIO_RULES = "{scenario: {helpfulness_model: '${reward_model}', rule_rewards: [accuracy, format]}}"
+
+ARMS = {
+    "no_cold_start": {"settings": ["reasoning_rl.model_name_or_path=${base}"], "final": FINAL},
+    "no_rejection_sampling": {"settings": ["all_scenario_rl.model_name_or_path=${reasoning_rl}"], "final": FINAL},
+    "no_language_reward": {
+        "settings": [
+            "reasoning_rl.reward_funcs=[accuracy, format]",
+            "reasoning_rl.reward_weights=[1.0, 1.0]",
+            f"all_scenario_rl.reward_params={SCENARIO_RULES}",
+        ],
+        "final": FINAL,
+    },
+    "no_all_scenario_rl": {
+        "settings": [f"{student}.teacher_model_name_or_path=${{rs_sft}}" for student in STUDENTS],
+        "final": "rs_sft",
+    },
+}
+REPORTED = ("accuracy", "pass@1", "ood_accuracy", "language_consistency", "mean_completion_tokens")
+
+
+def arm_command(
+    arm: str, seeds: list[int], reuse: Path | None, jobs: int, extra: list[str], results: Path, runs: Path
+) -> list[str]:
+    """The `benchmarks/seeds.py` command line of one arm: its seeds' runs under `runs`, its record in `results`."""
+    settings = [flag for setting in ARMS[arm]["settings"] for flag in ("--set", setting)]
+    reused = ["--reuse", str(reuse / "seed-{seed}")] if reuse else []
+    return [
+        sys.executable, str(ROOT / "benchmarks" / "seeds.py"), "--seeds", *map(str, seeds), "--jobs", str(jobs),
+        "--runs", str(runs / f"ablation-{arm}"), "--out", str(results / f"ablation-{arm}.json"), "--",
+        sys.executable, str(ROOT / "recipes" / "pipeline.py"), *settings, *extra, *reused,
+    ]  # fmt: skip
+
+
+def report(default: dict, arms: dict[str, dict]) -> dict:
+    """Per arm: its final model and each student against the default's, B - A paired by seed, for `REPORTED`."""
+    rows = {}
+    for arm, record in arms.items():
+        pairs = {"R1": (FINAL, ARMS[arm]["final"]), **{student: (student, student) for student in STUDENTS}}
+        rows[arm] = {
+            model: {k: v for k, v in compare(default, record, a, b).items() if k in REPORTED}
+            for model, (a, b) in pairs.items()
+        }
+    return rows
+
+
+def markdown(rows: dict) -> str:
+    lines = ["| arm | model | " + " | ".join(REPORTED) + " |", "|---|---|" + "---:|" * len(REPORTED)]
+    for arm, models in rows.items():
+        for model, metrics in models.items():
+            cells = []
+            for name in REPORTED:
+                stats = metrics.get(name)
+                scale = 1 if name == "mean_completion_tokens" else 100
+                cells.append(
+                    "" if stats is None
+                    else f"{scale * stats['mean']:+.1f} [{scale * stats['low']:+.1f}, {scale * stats['high']:+.1f}]"
+                )  # fmt: skip
+            lines.append(f"| {arm} | {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["run", "report"])
+    parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=sorted(ARMS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=3, help="Seeds run at once (benchmarks/seeds.py --jobs).")
+    parser.add_argument("--reuse", type=Path, help="The default pipeline's runs over the same seeds (DIR/seed-N).")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="STAGE.FLAG=VALUE",
+                        help="More pipeline settings for every arm (e.g. a shrunk run); repeatable.")  # fmt: skip
+    parser.add_argument("--default", type=Path, default=DEFAULT_RECORD, help="The default pipeline's seeds record.")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="Folder of the arms' records and the report.")
+    parser.add_argument("--runs", type=Path, default=Path("outputs/research"), help="Parent of the arms' runs.")
+    args = parser.parse_args(argv)
+    if args.action == "run":
+        extra = [flag for setting in args.extra for flag in ("--set", setting)]
+        for arm in args.arms:
+            command = arm_command(arm, args.seeds, args.reuse, args.jobs, extra, args.results, args.runs)
+            subprocess.run(command, check=True)
+        return
+    default = json.loads(args.default.read_text())
+    records = {arm: json.loads((args.results / f"ablation-{arm}.json").read_text()) for arm in args.arms}
+    rows = report(default, records)
+    (args.results / "ablations.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print("Each arm minus the default pipeline, paired by seed: mean [95% interval], percentage points (tokens for "
+          "the length).\n")  # fmt: skip
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
