@@ -1,0 +1,266 @@
+"""Pretraining arms side by side, for questions 3, 4 and 5 of docs/research.md: the tiny base's corpus and training
+recipe, models that differ only by config overrides, trained on the same batches in lockstep.
+
+    python experiments/pretraining_arms.py run --study balancing --seed 0     # -> docs/results/research/balancing/
+    python experiments/pretraining_arms.py run --study moe_vs_dense --seed 1 --steps 600
+    python experiments/pretraining_arms.py report --study balancing           # every seed's file, intervals
+
+A study is a set of arms (`STUDIES`): each arm is `recipes/pretrain.py`'s model (preset and overrides of
+recipes/configs/pretrain_tiny.yaml) with more overrides, built from the same seed, trained with the recipe's AdamW,
+learning rate, batch size, weight decay and clipping under a cosine schedule with 5% warm-up, one arm after the other
+on every batch, so that data order and step times are shared (the corpus: benchmarks/fp8_loss_gap.py's
+`tokenized_documents`). A seed changes the initialisation and the data order. Per arm and seed, the file records: the
+held-out next-token loss (eval mode, no MTP or balance terms) every `--eval_every` steps and at the end, the load
+imbalance of each MoE layer (max over mean of the tokens routed to its experts in the step, averaged over windows),
+the training loss, the parameters (total and active per token), the training FLOPs per token and the median thread
+CPU time per step (the arms interleaved, so load from other processes falls on all alike). `report` gives each arm's
+final held-out loss as a mean with a 95% interval over seeds and its difference from the study's reference arm,
+paired by seed. With `--save DIR` every arm's final model is saved (safetensors, with the tokenizer) for later use,
+e.g. the same GRPO on each.
+"""
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import DataCollatorForLanguageModeling, get_cosine_schedule_with_warmup
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "experiments")]  # folders of scripts, not packages
+from efficiency import attention_core_flops, count_parameters, training_flops_per_token  # noqa: E402
+from fp8_loss_gap import heldout_loss, load_recipe, tokenized_documents  # noqa: E402
+from seeds import interval, verdict  # noqa: E402
+
+from recipes.pretrain import build_model  # noqa: E402
+
+RESULTS = ROOT / "docs" / "results" / "research"
+
+# The tiny base (pretrain_tiny.yaml): 4 layers, layer 0 a dense MLP 256 wide, layers 1-3 MoE with 1 shared and 8
+# routed experts of width 64, top-2 in 4 groups: an MoE layer's active MLP is 3 x 64 = 192 wide, its total 9 x 64.
+STUDIES = {
+    # Q4: balancing. V3: aux-loss-free bias updates (speed gamma) instead of an auxiliary loss, plus a tiny
+    # sequence-wise loss (alpha 1e-4); its claim is a better loss at equal balance than an auxiliary loss.
+    "balancing": {
+        "reference": "aux-free 1e-3 + seq 1e-4 (V3)",
+        "arms": {
+            "aux-free 1e-3 + seq 1e-4 (V3)": {"bias_update_speed": 1e-3, "seq_aux_loss_alpha": 1e-4},
+            "no balancing": {"bias_update_speed": 0.0, "seq_aux_loss_alpha": 0.0},
+            "aux-free 1e-3": {"bias_update_speed": 1e-3, "seq_aux_loss_alpha": 0.0},
+            "aux-free 1e-2": {"bias_update_speed": 1e-2, "seq_aux_loss_alpha": 0.0},
+            "seq aux loss 1e-3": {"bias_update_speed": 0.0, "seq_aux_loss_alpha": 1e-3},
+            "seq aux loss 1e-2": {"bias_update_speed": 0.0, "seq_aux_loss_alpha": 1e-2},
+            "seq aux loss 1e-1": {"bias_update_speed": 0.0, "seq_aux_loss_alpha": 1e-1},
+        },
+    },
+    # Q3: MoE against dense models with its active and with its total MLP width (every layer dense at that width;
+    # the MoE's layer 0 stays 256 wide), and an MoE with twice the experts at the same active width. No arm has
+    # MTP: its block is an MoE layer in this model (as in V3), which a dense model cannot have.
+    "moe_vs_dense": {
+        "reference": "MoE 8 experts top-2",
+        "common": {"num_nextn_predict_layers": 0},
+        "arms": {
+            "MoE 8 experts top-2": {},
+            "dense, MoE's active width": {"first_k_dense_replace": 4, "intermediate_size": 192},
+            "dense, MoE's total width": {"first_k_dense_replace": 4, "intermediate_size": 576},
+            "MoE 16 experts top-2": {"n_routed_experts": 16},
+        },
+    },
+    # Q5: multi-token prediction as a training signal, at equal tokens: depth 0 against V3's depth 1.
+    "mtp_depth": {
+        "reference": "MTP depth 1",
+        "arms": {"MTP depth 1": {}, "MTP depth 0": {"num_nextn_predict_layers": 0}},
+    },
+}
+
+
+def flops_per_token(config, sequence_length: int) -> float:
+    """Training FLOPs per token of the main model (experiments/efficiency.py's count; MTP not included)."""
+    counts = count_parameters(config)
+    qk_dim = config.qk_nope_head_dim + config.qk_rope_head_dim
+    attention = attention_core_flops(
+        config.num_hidden_layers, config.num_attention_heads, qk_dim, config.v_head_dim, sequence_length
+    )
+    return training_flops_per_token(counts.active - counts.embedding, attention)
+
+
+def build_arms(tokenizer, recipe: dict, study: dict, steps: int, seed: int) -> dict:
+    """One model, optimizer and schedule per arm, each initialised from `seed`."""
+    arms = {}
+    for name, overrides in study["arms"].items():
+        torch.manual_seed(seed)
+        overrides = {**recipe["model_overrides"], **study.get("common", {}), **overrides}
+        model = build_model(tokenizer, recipe["model_preset"], overrides)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=recipe["learning_rate"], weight_decay=recipe["weight_decay"]
+        )
+        schedule = get_cosine_schedule_with_warmup(optimizer, math.ceil(0.05 * steps), steps)
+        arms[name] = {"model": model.train(), "optimizer": optimizer, "schedule": schedule, "times": [],
+                      "losses": [], "imbalance": [], "heldout": []}  # fmt: skip
+    return arms
+
+
+def train_step(arm: dict, batch: dict) -> None:
+    """One optimizer step; records its thread CPU time, loss and each MoE layer's max/mean load."""
+    start = time.thread_time()
+    loss = arm["model"](**batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(arm["model"].parameters(), 1.0)
+    arm["optimizer"].step()
+    arm["schedule"].step()
+    arm["optimizer"].zero_grad()
+    loads = arm["model"].update_expert_bias()  # {layer: statistics}; also counts the load for every balancing arm
+    arm["times"].append(time.thread_time() - start)
+    arm["losses"].append(loss.item())
+    arm["imbalance"].append({layer: stats["max_over_mean"] for layer, stats in loads.items()})
+
+
+def windows(values: list, every: int, reduce) -> list[dict]:
+    return [
+        {"last_step": min(k + every, len(values)), "value": reduce(values[k : k + every])}
+        for k in range(0, len(values), every)
+    ]
+
+
+def layer_imbalance(per_step: list[dict], every: int) -> dict[str, list[dict]]:
+    """Per MoE layer, its max/mean load averaged over each `every` steps."""
+    layers = sorted({layer for step in per_step for layer in step})
+    return {
+        str(layer): windows([step[layer] for step in per_step if layer in step], every, statistics.fmean)
+        for layer in layers
+    }
+
+
+def run(
+    study_name: str, seed: int, steps: int, corpus_size: int, eval_batches: int, eval_every: int, save: Path | None
+):
+    """Train every arm of the study for `steps` steps on the same batches; return the seed's record."""
+    study, recipe = STUDIES[study_name], load_recipe()
+    tokenizer, ids = tokenized_documents(recipe, corpus_size)
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed)).tolist()
+    collate = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    size = recipe["batch_size"]
+    batches = [collate([{"input_ids": ids[i]} for i in order[k : k + size]]) for k in range(0, len(order), size)]
+    heldout, train = batches[:eval_batches], batches[eval_batches:]
+    if len(train) < steps:
+        sys.exit(f"{len(train)} training batches for {steps} steps: raise --corpus_size or lower --steps.")
+    sequence_length = round(statistics.fmean(b["input_ids"].shape[1] for b in train[:50]))
+
+    arms = build_arms(tokenizer, recipe, study, steps, seed)
+    for step, batch in enumerate(train[:steps], start=1):
+        for arm in arms.values():  # lockstep: the arms' step times are interleaved
+            train_step(arm, batch)
+            if step % eval_every == 0 or step == steps:
+                arm["heldout"].append({"step": step, "loss": heldout_loss(arm["model"], heldout)})
+    record = {"study": study_name, "seed": seed, "steps": steps, "batch_size": size, "corpus_size": corpus_size,
+              "sequence_length": sequence_length, "reference": study["reference"], "arms": {}}  # fmt: skip
+    reference_time = statistics.median(arms[study["reference"]]["times"])
+    for name, arm in arms.items():
+        config = arm["model"].config
+        counts = count_parameters(config)
+        record["arms"][name] = {
+            "overrides": {**study.get("common", {}), **study["arms"][name]},
+            "heldout_loss": arm["heldout"][-1]["loss"],
+            "heldout_curve": arm["heldout"],
+            "train_loss_curve": windows(arm["losses"], eval_every, statistics.fmean),
+            "imbalance_curve": layer_imbalance(arm["imbalance"], eval_every),
+            "final_imbalance": statistics.fmean(
+                value for step in arm["imbalance"][-eval_every:] for value in step.values()
+            ) if arm["imbalance"][-1] else None,
+            "parameters": counts.total,  # the main model's; the MTP module's apart
+            "active_parameters": counts.active,
+            "mtp_parameters": counts.mtp,
+            "training_flops_per_token": flops_per_token(config, sequence_length),
+            "median_step_cpu_s": statistics.median(arm["times"]),
+            "step_time_vs_reference": statistics.median(arm["times"]) / reference_time,
+        }  # fmt: skip
+        if save is not None:
+            folder = save / f"seed-{seed}" / name.replace(" ", "_").replace("/", "_")
+            arm["model"].save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+    return record
+
+
+def summary(records: list[dict]) -> dict:
+    """Per arm over seeds: final held-out loss and imbalance (mean, 95% interval), and the held-out loss minus the
+    reference arm's, paired by seed."""
+    reference = records[0]["reference"]
+    result = {}
+    for name in records[0]["arms"]:
+        losses = [r["arms"][name]["heldout_loss"] for r in records]
+        differences = [r["arms"][name]["heldout_loss"] - r["arms"][reference]["heldout_loss"] for r in records]
+        change = interval(differences)
+        change["verdict"] = {"higher after": "higher loss", "lower after": "lower loss"}.get(verdict(change), "—")
+        imbalance = [r["arms"][name]["final_imbalance"] for r in records]
+        result[name] = {
+            "heldout_loss": interval(losses),
+            "minus_reference": change,
+            "final_imbalance": interval(imbalance) if None not in imbalance else None,
+            "active_parameters": records[0]["arms"][name]["active_parameters"],
+            "parameters": records[0]["arms"][name]["parameters"],
+            "training_flops_per_token": records[0]["arms"][name]["training_flops_per_token"],
+            "step_time_vs_reference": statistics.fmean(r["arms"][name]["step_time_vs_reference"] for r in records),
+        }
+    return result
+
+
+def markdown(result: dict, reference: str, seeds: list[int]) -> str:
+    def shown(stats: dict | None, digits: int = 4) -> str:
+        if stats is None:
+            return "-"
+        text = f"{stats['mean']:.{digits}f}"
+        return text + (f" [{stats['low']:.{digits}f}, {stats['high']:.{digits}f}]" if stats["low"] is not None else "")
+
+    lines = [
+        f"Seeds {seeds}; mean [95% interval]; the difference is paired by seed against '{reference}'.",
+        "",
+        "| arm | held-out loss | minus reference | verdict | max/mean load, last window | active / total params (main) "
+        "| training MFLOPs per token | step time vs reference |",
+        "|---|---|---|---|---|---|---:|---:|",
+    ]
+    for name, row in result.items():
+        lines.append(
+            f"| {name} | {shown(row['heldout_loss'])} | {shown(row['minus_reference'])} | "
+            f"{row['minus_reference']['verdict']} | {shown(row['final_imbalance'], 2)} | "
+            f"{row['active_parameters'] / 1e6:.2f}M / {row['parameters'] / 1e6:.2f}M | "
+            f"{row['training_flops_per_token'] / 1e6:.1f} | {row['step_time_vs_reference']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["run", "report"])
+    parser.add_argument("--study", choices=sorted(STUDIES), required=True)
+    parser.add_argument("--seed", type=int, default=0, help="run: the seed of this run (one file per seed).")
+    parser.add_argument("--steps", type=int, default=600, help="Optimizer steps per arm.")
+    parser.add_argument("--corpus_size", type=int, default=20000, help="Persona documents (drills added pro rata).")
+    parser.add_argument("--eval_batches", type=int, default=8, help="Held-out batches of the loss.")
+    parser.add_argument("--eval_every", type=int, default=50, help="Steps between held-out losses and windows.")
+    parser.add_argument("--save", type=Path, help="run: save every arm's final model under DIR/seed-N/ARM.")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="Parent of the study's folder of seed files.")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    folder = args.results / args.study
+    if args.action == "run":
+        record = run(args.study, args.seed, args.steps, args.corpus_size, args.eval_batches, args.eval_every, args.save)
+        record["command"] = "python experiments/pretraining_arms.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"seed-{args.seed}.json").write_text(json.dumps(record, indent=1) + "\n")
+        print(markdown(summary([record]), record["reference"], [args.seed]))
+        return
+    records = sorted((json.loads(p.read_text()) for p in folder.glob("seed-*.json")), key=lambda r: r["seed"])
+    if not records:
+        sys.exit(f"No seed files in {folder}: run `python experiments/pretraining_arms.py run --study {args.study}`.")
+    result = summary(records)
+    seeds = [r["seed"] for r in records]
+    (folder / "summary.json").write_text(json.dumps({"seeds": seeds, "arms": result}, indent=1) + "\n")
+    print(markdown(result, records[0]["reference"], seeds))
+
+
+if __name__ == "__main__":
+    main()

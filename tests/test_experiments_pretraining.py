@@ -1,0 +1,66 @@
+"""experiments/pretraining_arms.py at a tiny size: every study runs, the arms differ as they say, and the report
+pairs each arm with the reference by seed."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "pretraining_arms.py"
+spec = importlib.util.spec_from_file_location("pretraining_arms", SCRIPT)
+arms = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(arms)
+
+TINY = ["--steps", "3", "--corpus_size", "300", "--eval_batches", "1", "--eval_every", "2"]
+
+
+def run(study: str, seed: int, results: Path) -> dict:
+    arms.main(["run", "--study", study, "--seed", str(seed), "--results", str(results), *TINY])
+    return json.loads((results / study / f"seed-{seed}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def moe_vs_dense(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    return results, [run("moe_vs_dense", seed, results) for seed in (0, 1)]
+
+
+def test_moe_and_dense_arms_have_the_shapes_they_claim(moe_vs_dense):
+    _, (record, _) = moe_vs_dense
+    moe, dense_active, dense_total, moe_16 = (record["arms"][name] for name in arms.STUDIES["moe_vs_dense"]["arms"])
+    assert dense_active["parameters"] == dense_active["active_parameters"]  # dense: every weight runs
+    assert dense_active["final_imbalance"] is None and moe["final_imbalance"] >= 1.0  # only MoE layers have loads
+    assert moe["active_parameters"] < moe["parameters"] < dense_total["parameters"]
+    assert abs(dense_active["active_parameters"] - moe["active_parameters"]) < 0.1 * moe["active_parameters"]
+    # twice the experts, the same active experts: only the router's rows (one per expert) add to the active count
+    assert moe_16["active_parameters"] == pytest.approx(moe["active_parameters"], rel=0.01)
+    assert moe_16["parameters"] > 1.4 * moe["parameters"]
+    assert moe["mtp_parameters"] == 0  # no arm of this study has MTP
+    assert dense_total["training_flops_per_token"] > 1.5 * moe["training_flops_per_token"]
+    for arm in record["arms"].values():
+        assert math.isfinite(arm["heldout_loss"]) and [p["step"] for p in arm["heldout_curve"]] == [2, 3]
+
+
+def test_report_pairs_arms_with_the_reference_by_seed(moe_vs_dense, capsys):
+    results, records = moe_vs_dense
+    arms.main(["report", "--study", "moe_vs_dense", "--results", str(results)])
+    summary = json.loads((results / "moe_vs_dense" / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1]
+    name = "dense, MoE's total width"
+    differences = [r["arms"][name]["heldout_loss"] - r["arms"]["MoE 8 experts top-2"]["heldout_loss"] for r in records]
+    assert summary["arms"][name]["minus_reference"]["mean"] == pytest.approx(sum(differences) / 2)
+    assert summary["arms"]["MoE 8 experts top-2"]["minus_reference"]["mean"] == 0
+    assert "| dense, MoE's total width |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("study", ["balancing", "mtp_depth"])
+def test_the_other_studies_run(study, tmp_path):
+    record = run(study, 0, tmp_path)
+    assert list(record["arms"]) == list(arms.STUDIES[study]["arms"])
+    for name, arm in record["arms"].items():
+        assert arm["overrides"] == arms.STUDIES[study]["arms"][name]
+        assert math.isfinite(arm["heldout_loss"])
+    if study == "mtp_depth":
+        assert record["arms"]["MTP depth 0"]["mtp_parameters"] == 0 < record["arms"]["MTP depth 1"]["mtp_parameters"]
