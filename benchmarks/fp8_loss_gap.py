@@ -80,7 +80,9 @@ def build_arms(tokenizer, recipe: dict, steps: int, outlier: float) -> dict:
     return arms
 
 
-def train_step(arm: dict, batch: dict) -> None:
+def train_step(arm: dict, batch: dict) -> dict:
+    """One optimizer step of an arm (clipping at 1.0, the schedule, the expert-bias update); records its thread CPU
+    time and loss, and returns the step's load statistics per MoE layer (`update_expert_bias`)."""
     start = time.thread_time()
     loss = arm["model"](**batch).loss
     loss.backward()
@@ -88,9 +90,10 @@ def train_step(arm: dict, batch: dict) -> None:
     arm["optimizer"].step()
     arm["schedule"].step()
     arm["optimizer"].zero_grad()
-    arm["model"].update_expert_bias()
+    loads = arm["model"].update_expert_bias()
     arm["times"].append(time.thread_time() - start)
     arm["losses"].append(loss.item())
+    return loads
 
 
 @torch.no_grad()
@@ -120,19 +123,25 @@ def load_recipe() -> dict:
     return {"model_overrides": {}, **recipe, "batch_size": recipe["per_device_train_batch_size"]}
 
 
-def train_in_lockstep(recipe: dict, steps: int, corpus_size: int, eval_batches: int, outlier: float = 0.0):
-    """Every arm trained `steps` steps on the same batches, one arm after the other at each step; returns the arms
-    (models, per-step CPU times and losses) and the held-out batches. `bench_vs_transformers.py --sections fp8` times
-    the FP8 simulation's overhead with it."""
+def lockstep_batches(recipe: dict, corpus_size: int, eval_batches: int, steps: int, seed: int) -> tuple:
+    """(tokenizer, held-out batches, training batches): the recipe's corpus in an order drawn from `seed`, in batches
+    of the recipe's size; the first `eval_batches` are held out."""
     tokenizer, ids = tokenized_documents(recipe, corpus_size)
-    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(recipe["seed"])).tolist()
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed)).tolist()
     collate = DataCollatorForLanguageModeling(tokenizer, mlm=False)
     size = recipe["batch_size"]
     batches = [collate([{"input_ids": ids[i]} for i in order[k : k + size]]) for k in range(0, len(order), size)]
     heldout, train = batches[:eval_batches], batches[eval_batches:]
     if len(train) < steps:
         sys.exit(f"{len(train)} training batches for {steps} steps: raise --corpus_size or lower --steps.")
+    return tokenizer, heldout, train
 
+
+def train_in_lockstep(recipe: dict, steps: int, corpus_size: int, eval_batches: int, outlier: float = 0.0):
+    """Every arm trained `steps` steps on the same batches, one arm after the other at each step; returns the arms
+    (models, per-step CPU times and losses) and the held-out batches. `bench_vs_transformers.py --sections fp8` times
+    the FP8 simulation's overhead with it."""
+    tokenizer, heldout, train = lockstep_batches(recipe, corpus_size, eval_batches, steps, recipe["seed"])
     arms = build_arms(tokenizer, recipe, steps, outlier)
     for batch in train[:steps]:
         for arm in arms.values():  # lockstep: the arms' step times are interleaved

@@ -94,10 +94,8 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", default=str(TINY_BASE), help="The base the policies started from (measured only).")
-    parser.add_argument("--policies", nargs="+", required=True, help="GRPO output folders (read only).")
+def add_measurement_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags of the acceptance measurement and the refresh (shared with benchmarks/mtp_per_stage.py)."""
     parser.add_argument("--problems", type=int, default=64, help="Test prompts of the built-in task.")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=96, help="Decoding and refresh completion budget.")
@@ -107,7 +105,14 @@ def parse_args(argv=None):
     parser.add_argument("--refresh-batch-size", type=int, default=16)
     parser.add_argument("--refresh-temperature", type=float, default=0.0, help="0: greedy completions.")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the results (default: none).")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", default=str(TINY_BASE), help="The base the policies started from (measured only).")
+    parser.add_argument("--policies", nargs="+", required=True, help="GRPO output folders (read only).")
+    return add_measurement_args(parser).parse_args(argv)
 
 
 def main(argv=None):

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 import torch
-from mtp_after_rl import format_table, measure_policy
+from mtp_after_rl import add_measurement_args, format_table, measure_policy
 from transformers import AutoConfig, AutoTokenizer
 
 from recipes.lib.evaluation import render_prompts
@@ -95,16 +95,7 @@ def summary_table(rows: list[dict]) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="recipes/pipeline.py output folders.")
-    parser.add_argument("--problems", type=int, default=64, help="Test prompts of the built-in task.")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=96, help="Decoding and refresh completion budget.")
-    parser.add_argument("--train-size", type=int, default=2000, help="Built-in train prompts for the refresh.")
-    parser.add_argument("--refresh-steps", type=int, default=50, help="0: measure the stages as left only.")
-    parser.add_argument("--refresh-learning-rate", type=float, default=1e-3)
-    parser.add_argument("--refresh-batch-size", type=int, default=16)
-    parser.add_argument("--refresh-temperature", type=float, default=0.0, help="0: greedy completions.")
-    parser.add_argument("--out", type=Path, default=None, help="JSON file for the results (default: none).")
-    args = parser.parse_args(argv)
+    args = add_measurement_args(parser).parse_args(argv)
     torch.set_num_threads(1)
     rows = [row for run in args.runs for row in measure_run(run, args)]
     print(format_table(rows))

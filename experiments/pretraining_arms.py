@@ -24,16 +24,16 @@ import json
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorForLanguageModeling, get_cosine_schedule_with_warmup
+from transformers import get_cosine_schedule_with_warmup
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "experiments")]  # folders of scripts, not packages
 from efficiency import attention_core_flops, count_parameters, training_flops_per_token  # noqa: E402
-from fp8_loss_gap import heldout_loss, load_recipe, tokenized_documents  # noqa: E402
+from fp8_loss_gap import heldout_loss, load_recipe, lockstep_batches  # noqa: E402
+from fp8_loss_gap import train_step as lockstep_step  # noqa: E402
 from seeds import interval, verdict  # noqa: E402
 
 from recipes.pretrain import build_model  # noqa: E402
@@ -105,17 +105,8 @@ def build_arms(tokenizer, recipe: dict, study: dict, steps: int, seed: int) -> d
 
 
 def train_step(arm: dict, batch: dict) -> None:
-    """One optimizer step; records its thread CPU time, loss and each MoE layer's max/mean load."""
-    start = time.thread_time()
-    loss = arm["model"](**batch).loss
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(arm["model"].parameters(), 1.0)
-    arm["optimizer"].step()
-    arm["schedule"].step()
-    arm["optimizer"].zero_grad()
-    loads = arm["model"].update_expert_bias()  # {layer: statistics}; also counts the load for every balancing arm
-    arm["times"].append(time.thread_time() - start)
-    arm["losses"].append(loss.item())
+    """fp8_loss_gap's step, and each MoE layer's max/mean load in it."""
+    loads = lockstep_step(arm, batch)
     arm["imbalance"].append({layer: stats["max_over_mean"] for layer, stats in loads.items()})
 
 
@@ -140,14 +131,8 @@ def run(
 ):
     """Train every arm of the study for `steps` steps on the same batches; return the seed's record."""
     study, recipe = STUDIES[study_name], load_recipe()
-    tokenizer, ids = tokenized_documents(recipe, corpus_size)
-    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed)).tolist()
-    collate = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    tokenizer, heldout, train = lockstep_batches(recipe, corpus_size, eval_batches, steps, seed)
     size = recipe["batch_size"]
-    batches = [collate([{"input_ids": ids[i]} for i in order[k : k + size]]) for k in range(0, len(order), size)]
-    heldout, train = batches[:eval_batches], batches[eval_batches:]
-    if len(train) < steps:
-        sys.exit(f"{len(train)} training batches for {steps} steps: raise --corpus_size or lower --steps.")
     sequence_length = round(statistics.fmean(b["input_ids"].shape[1] for b in train[:50]))
 
     arms = build_arms(tokenizer, recipe, study, steps, seed)
