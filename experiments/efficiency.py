@@ -145,13 +145,21 @@ def training_flops_per_token(matmul_parameters: float, attention_forward: float)
     return 3 * (2 * matmul_parameters + attention_forward)
 
 
-def v3_flops(config: DeepseekMiniConfig, counts: ParameterCounts, with_mtp: bool) -> float:
-    """Training FLOPs per token of V3 at its pretraining length (the embedding lookup is not a multiplication)."""
-    qk_dim = config.qk_nope_head_dim + config.qk_rope_head_dim
+def model_attention_flops(config: DeepseekMiniConfig, layers: int, sequence_length: int) -> float:
+    """`attention_core_flops` of `layers` of the model at `config` (MLA's queries and keys are qk_head_dim wide)."""
+    return attention_core_flops(
+        layers, config.num_attention_heads, config.qk_head_dim, config.v_head_dim, sequence_length
+    )
+
+
+def model_flops(
+    config: DeepseekMiniConfig, counts: ParameterCounts, with_mtp: bool, sequence_length: int = SEQUENCE_LENGTH
+) -> float:
+    """Training FLOPs per token of the model at `config` (the embedding lookup is not a multiplication); V3's
+    pretraining length unless told."""
     layers = config.num_hidden_layers + (config.num_nextn_predict_layers if with_mtp else 0)
-    attention = attention_core_flops(layers, config.num_attention_heads, qk_dim, config.v_head_dim, SEQUENCE_LENGTH)
     weights = counts.active - counts.embedding + (counts.mtp_active if with_mtp else 0)
-    return training_flops_per_token(weights, attention)
+    return training_flops_per_token(weights, model_attention_flops(config, layers, sequence_length))
 
 
 def dense_peer_flops(peer: dict) -> float:
@@ -177,8 +185,7 @@ def expanded_cache_bytes(layers: int, kv_heads: int, k_dim: int, v_dim: int, byt
 
 
 def cache_table(config: DeepseekMiniConfig) -> dict[str, int]:
-    qk_dim = config.qk_nope_head_dim + config.qk_rope_head_dim
-    layers, heads = config.num_hidden_layers, config.num_attention_heads
+    layers, heads, qk_dim = config.num_hidden_layers, config.num_attention_heads, config.qk_head_dim
     table = {
         "DeepSeek-V3 (MLA)": mla_cache_bytes(config),
         "V3's attention as MHA (128 heads)": expanded_cache_bytes(layers, heads, qk_dim, config.v_head_dim),
@@ -238,8 +245,7 @@ def ep_traffic(config: DeepseekMiniConfig) -> dict:
 def compute_to_communication(config: DeepseekMiniConfig, counts: ParameterCounts, tflops: float) -> dict:
     """Per token per MoE layer, forward and backward: the time of its compute at `tflops` against the time of its
     all-to-all at the node-limited bound (the backward sends what the forward did, the other way), per GPU NIC."""
-    qk_dim = config.qk_nope_head_dim + config.qk_rope_head_dim
-    attention = attention_core_flops(1, config.num_attention_heads, qk_dim, config.v_head_dim, SEQUENCE_LENGTH)
+    attention = model_attention_flops(config, 1, SEQUENCE_LENGTH)
     compute_s = training_flops_per_token(counts.moe_layer_active, attention) / (tflops * 1e12)
     communication_s = 2 * ep_traffic(config)["node_limited_bytes"] / CLUSTER["ib_bytes_per_s"]
     return {
@@ -288,25 +294,19 @@ def pipeline_bubbles(stages: int, forward: float, backward: float, weight_backwa
 def cost_model() -> dict:
     config = DeepseekMiniConfig.from_preset("deepseek-v3")
     counts = count_parameters(config)
-    flops = v3_flops(config, counts, with_mtp=False)
-    throughput = implied_throughput(v3_flops(config, counts, with_mtp=True))
+    with_mtp = model_flops(config, counts, with_mtp=True)
+    throughput = implied_throughput(with_mtp)
+    all_experts = training_flops_per_token(
+        counts.total - counts.embedding, model_attention_flops(config, config.num_hidden_layers, SEQUENCE_LENGTH)
+    )
     return {
         "parameters": counts.__dict__,
         "kv_cache_bytes_per_token": cache_table(config),
         "training_flops_per_token": {
-            "DeepSeek-V3 (MoE)": flops,
-            "DeepSeek-V3 (MoE) with its MTP module": v3_flops(config, counts, with_mtp=True),
+            "DeepSeek-V3 (MoE)": model_flops(config, counts, with_mtp=False),
+            "DeepSeek-V3 (MoE) with its MTP module": with_mtp,
             **{name.replace("GQA", "dense"): dense_peer_flops(peer) for name, peer in PEERS.items()},
-            "V3 if every expert ran (dense 671B)": training_flops_per_token(
-                counts.total - counts.embedding,
-                attention_core_flops(
-                    config.num_hidden_layers,
-                    config.num_attention_heads,
-                    config.qk_nope_head_dim + config.qk_rope_head_dim,
-                    config.v_head_dim,
-                    SEQUENCE_LENGTH,
-                ),
-            ),
+            "V3 if every expert ran (dense 671B)": all_experts,
         },
         "cluster": throughput,
         "ep_traffic": ep_traffic(config),

@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from seeds import compare  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from seeds import compare, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 RESULTS = ROOT / "docs" / "results" / "research"
 DEFAULT_RECORD = ROOT / "docs" / "results" / "pipeline-tiny-seeds.json"
@@ -82,14 +82,10 @@ def markdown(rows: dict) -> str:
     lines = ["| arm | model | " + " | ".join(REPORTED) + " |", "|---|---|" + "---:|" * len(REPORTED)]
     for arm, models in rows.items():
         for model, metrics in models.items():
-            cells = []
-            for name in REPORTED:
-                stats = metrics.get(name)
-                scale = 1 if name == "mean_completion_tokens" else 100
-                cells.append(
-                    "" if stats is None
-                    else f"{scale * stats['mean']:+.1f} [{scale * stats['low']:+.1f}, {scale * stats['high']:+.1f}]"
-                )  # fmt: skip
+            cells = [
+                "" if metrics.get(name) is None else shown(metrics[name], name != "mean_completion_tokens", True)
+                for name in REPORTED
+            ]
             lines.append(f"| {arm} | {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -31,7 +31,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "experiments")]  # folders of scripts, not packages
-from efficiency import attention_core_flops, count_parameters, training_flops_per_token  # noqa: E402
+from efficiency import count_parameters, model_flops  # noqa: E402
 from fp8_loss_gap import heldout_loss, load_recipe, lockstep_batches  # noqa: E402
 from fp8_loss_gap import train_step as lockstep_step  # noqa: E402
 from seeds import interval, verdict  # noqa: E402
@@ -76,16 +76,6 @@ STUDIES = {
         "arms": {"MTP depth 1": {}, "MTP depth 0": {"num_nextn_predict_layers": 0}},
     },
 }
-
-
-def flops_per_token(config, sequence_length: int) -> float:
-    """Training FLOPs per token of the main model (experiments/efficiency.py's count; MTP not included)."""
-    counts = count_parameters(config)
-    qk_dim = config.qk_nope_head_dim + config.qk_rope_head_dim
-    attention = attention_core_flops(
-        config.num_hidden_layers, config.num_attention_heads, qk_dim, config.v_head_dim, sequence_length
-    )
-    return training_flops_per_token(counts.active - counts.embedding, attention)
 
 
 def build_arms(tokenizer, recipe: dict, study: dict, steps: int, seed: int) -> dict:
@@ -159,7 +149,7 @@ def run(
             "parameters": counts.total,  # the main model's; the MTP module's apart
             "active_parameters": counts.active,
             "mtp_parameters": counts.mtp,
-            "training_flops_per_token": flops_per_token(config, sequence_length),
+            "training_flops_per_token": model_flops(config, counts, with_mtp=False, sequence_length=sequence_length),
             "median_step_cpu_s": statistics.median(arm["times"]),
             "step_time_vs_reference": statistics.median(arm["times"]) / reference_time,
         }  # fmt: skip

@@ -31,9 +31,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from seeds import compare, interval  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from seeds import compare, interval, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
-from recipes.lib.task import make_splits  # noqa: E402
+from recipes.lib.task import make_prompt, make_splits  # noqa: E402
 from rewards.accuracy import INTEGER, AnswerChecker  # noqa: E402
 from rewards.formatting import follows_template  # noqa: E402
 from rewards.text import extract_answer, extract_think  # noqa: E402
@@ -88,11 +88,11 @@ class HackDetector:
 
 
 def builtin_golds() -> dict[str, str]:
-    """Problem text -> gold answer over the built-in task's train split as the main job draws it: what its prompts
-    ask."""
+    """Prompt -> gold answer over the built-in task's train split as the main job draws and prompts it (R1-Zero's
+    template, `make_prompt`)."""
     recipe = yaml.safe_load((ROOT / "recipes" / "configs" / "grpo_tiny.yaml").read_text())
     train = make_splits(seed=recipe["builtin_seed"], n_train=recipe["builtin_train_size"])["train"]
-    return dict(zip(train["problem"], train["solution"]))
+    return {make_prompt(problem): gold for problem, gold in zip(train["problem"], train["solution"])}
 
 
 def hack_rates(run: Path, detector: HackDetector, golds: dict[str, str]) -> list[dict]:
@@ -100,8 +100,7 @@ def hack_rates(run: Path, detector: HackDetector, golds: dict[str, str]) -> list
     rows = []
     for path in sorted((run / "completions").glob("*.parquet")):
         table = pd.read_parquet(path)
-        problems = [next((p for p in golds if p in prompt), None) for prompt in table["prompt"]]
-        known = [(c, golds[p]) for c, p in zip(table["completion"], problems) if p is not None]
+        known = [(c, golds[p]) for c, p in zip(table["completion"], table["prompt"]) if p in golds]
         if not known:
             continue
         labels = detector([c for c, _ in known], [g for _, g in known])
@@ -133,11 +132,11 @@ def markdown(result: dict) -> str:
         "|---|" + "---:|" * (len(REPORTED) + len(HACKS)),
     ]
     for arm, row in result.items():
-        cells = []
-        for name in REPORTED:
-            stats, scale = row["minus_default"].get(name), 1 if name == "mean_completion_tokens" else 100
-            cells.append("" if stats is None else f"{scale * stats['mean']:+.1f} [{scale * stats['low']:+.1f}, "
-                         f"{scale * stats['high']:+.1f}]")  # fmt: skip
+        cells = [
+            "" if row["minus_default"].get(name) is None
+            else shown(row["minus_default"][name], name != "mean_completion_tokens", True)
+            for name in REPORTED
+        ]  # fmt: skip
         cells += [f"{100 * row['hacks_last_logged_step'][h]['mean']:.1f}" if row["hacks_last_logged_step"] else ""
                   for h in HACKS]  # fmt: skip
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
