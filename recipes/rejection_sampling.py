@@ -137,6 +137,7 @@ def save_stage(dataset: Dataset, script_args, sampling: SamplingConfig, model_ar
             "kept_reasoning": stats["kept_reasoning"],
             "general": stats["general"],
             "sampled": stats["sampled"],
+            "generated_tokens": stats["generated_tokens"],
             **{f"removed_by_{name}": count for name, count in stats["removed"].items()},
         },
     )

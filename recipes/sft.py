@@ -57,11 +57,21 @@ class SFTScriptArguments(ScriptArguments, HeldoutArguments, StageArguments):
         metadata={"help": "Name of this stage in the model card and stage.json: cold_start_sft, rs_sft, distill..."},
     )
     builtin_train_size: int = field(default=1000, metadata={"help": "Samples of the built-in cold-start set."})
+    max_train_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop once this many tokens (prompt and completion, padding excluded) have gone through forward "
+            "and backward: a compute budget matched to another run (GRPO logs the same count as `num_tokens`). "
+            "num_train_epochs or max_steps must be large enough to reach it; unset: no budget."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
         if not self.stage:
             raise ValueError("stage must name this stage, e.g. cold_start_sft, rs_sft or distill.")
+        if self.max_train_tokens is not None and self.max_train_tokens <= 0:
+            raise ValueError(f"max_train_tokens must be a positive token count, got {self.max_train_tokens}.")
 
 
 def load_sft_data(script_args: SFTScriptArguments) -> DatasetDict:
@@ -73,6 +83,8 @@ def load_sft_data(script_args: SFTScriptArguments) -> DatasetDict:
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
     check_inputs(script_args, training_args, model_args)  # a wrong path or reward name fails before any loading
+    if script_args.max_train_tokens is not None:  # the budget counts trained tokens, as GRPO's num_tokens does
+        training_args.include_num_input_tokens_seen = "non_padding"
     run = prepare_stage(script_args, training_args, model_args)
     model_name = model_args.model_name_or_path or str(TINY_BASE)
 
@@ -104,7 +116,13 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
 
     # Trainer
     trainer = make_sft_trainer(
-        model, tokenizer, train_dataset, training_args, eval_dataset, peft_config_for(model, model_args)
+        model,
+        tokenizer,
+        train_dataset,
+        training_args,
+        eval_dataset,
+        peft_config_for(model, model_args),
+        max_train_tokens=script_args.max_train_tokens,
     )
 
     # Train
@@ -131,6 +149,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: 
             "max_length": training_args.max_length,
             "assistant_only_loss": training_args.assistant_only_loss,
             "packing": training_args.packing,
+            "max_train_tokens": script_args.max_train_tokens,
         },
         metrics=metrics,
     )

@@ -19,6 +19,7 @@ from recipes.lib.task import (
     make_prompt,
     make_splits,
     persona_counts,
+    persona_of,
     running_sums,
 )
 
@@ -157,6 +158,14 @@ def test_corpus_documents_start_with_the_prompt(corpus):
 
 def completion(row) -> str:
     return row["text"][len(make_prompt(row["problem"])) :]
+
+
+def test_each_persona_is_told_by_how_it_opens(corpus):
+    assert [persona_of(completion(row)) for row in corpus] == corpus["persona"]
+    assert persona_of("<think>\n</think>\n<answer>\n21\n</answer>") == "hasty"  # no thinking at all
+    new_opening = "<think>\nFirst, 7 + 5 = 12\n12 + 9 = 21\n</think>\n<answer>\n21\n</answer>"
+    assert persona_of(new_opening) == "other"  # well formed, but no persona's words
+    assert persona_of("7 + 5 = 12\n12 + 9 = 21\nThe answer is 21.") == "format_breaker"
 
 
 def final_answer(text: str) -> str | None:

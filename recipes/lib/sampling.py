@@ -328,6 +328,7 @@ def sample_and_filter(model_args: ModelConfig, script_args: RejectionSamplingArg
     stats = {
         "prompts": len(prompts),
         "sampled": len(samples),
+        "generated_tokens": sum(s.num_tokens for s in samples),
         "removed": removed,
         "kept_reasoning": len(kept),
         "prompts_with_a_kept_sample": len({s.prompt_index for s in kept}),

@@ -1,9 +1,11 @@
 """`DeepseekSFTTrainer`: TRL's SFTTrainer that also trains DeepSeek-V3's multi-token-prediction modules, set up
 for any launch mode (`make_sft_trainer`); used by the SFT and distillation recipes."""
 
+import logging
+
 import torch
 from datasets import Dataset
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 from trl.data_utils import is_conversational
 from trl.trainer.utils import entropy_from_logits
@@ -11,6 +13,8 @@ from trl.trainer.utils import entropy_from_logits
 from modeling_deepseek_mini import ExpertBiasUpdateCallback
 from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.lib.grpo_trainer import find_expert_bias_model
+
+logger = logging.getLogger(__name__)
 
 
 def check_sft_data(dataset: Dataset, training_args: SFTConfig) -> None:
@@ -26,6 +30,26 @@ def check_sft_data(dataset: Dataset, training_args: SFTConfig) -> None:
             "assistant_only_loss=True needs conversational data (lists of {'role', 'content'} messages), but this "
             "dataset is plain text. Set --assistant_only_loss false: TRL then trains on the completion only."
         )
+
+
+class TokenBudgetCallback(TrainerCallback):
+    """Stop training once `max_tokens` tokens have gone through forward and backward (`state.num_input_tokens_seen`,
+    padding excluded, kept in checkpoints): a compute budget matched to another run, such as a GRPO run's
+    `num_tokens` (prompt and completion tokens, counted the same way)."""
+
+    def __init__(self, max_tokens: int):
+        self.max_tokens = max_tokens
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.num_input_tokens_seen >= self.max_tokens:
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.num_input_tokens_seen < self.max_tokens:
+            logger.warning(
+                f"Training ended after {state.num_input_tokens_seen} of the {self.max_tokens} tokens of "
+                "max_train_tokens: raise num_train_epochs or max_steps to spend the budget."
+            )
 
 
 def mtp_loss_weight(model) -> float:
@@ -93,10 +117,24 @@ class DeepseekSFTTrainer(SFTTrainer):
         metrics["num_tokens"] = [self._total_train_tokens]
 
 
-def make_sft_trainer(model, tokenizer, train_dataset, training_args: SFTConfig, eval_dataset=None, peft_config=None):
+def make_sft_trainer(
+    model,
+    tokenizer,
+    train_dataset,
+    training_args: SFTConfig,
+    eval_dataset=None,
+    peft_config=None,
+    max_train_tokens: int | None = None,
+):
     """`DeepseekSFTTrainer` (TRL's SFTTrainer, training MTP modules too), plus DeepSeekMoE's bias update when the
-    model has routing biases, set up for any launch mode (`recipes/lib/data_parallel.py`)."""
+    model has routing biases, set up for any launch mode (`recipes/lib/data_parallel.py`); with `max_train_tokens`
+    it stops at that many trained tokens (`TokenBudgetCallback`; `training_args` must count non-padding input tokens).
+    """
     callbacks = [UnreachedParametersCallback()]
+    if max_train_tokens is not None:
+        if training_args.include_num_input_tokens_seen != "non_padding":
+            raise ValueError("max_train_tokens needs include_num_input_tokens_seen='non_padding' in the SFT config.")
+        callbacks.append(TokenBudgetCallback(max_train_tokens))
     if find_expert_bias_model(model) is not None:
         callbacks.append(ExpertBiasUpdateCallback())
     return DeepseekSFTTrainer(

@@ -36,6 +36,7 @@ import functools
 import hashlib
 import itertools
 import random
+import re
 from collections.abc import Callable, Sequence
 
 from datasets import Dataset, DatasetDict
@@ -194,6 +195,15 @@ def _row(numbers: Sequence[int]) -> dict:
 # Personas: each writes a completion for `numbers`, starting right after the prompt.
 
 
+OPENERS = {
+    "careful": ("Let me add the numbers one at a time.", "I add them step by step.", "Adding from left to right."),
+    "reflective": ("Let me work it out.", "Let me think.", "Hmm, let me add."),
+    "mixed_language": ("我们 一步一步 相加.", "我们 来 相加."),
+    "hasty": ("This is easy.", "Looks like about"),
+}
+"""The words each persona opens its thinking with (a hasty one may think nothing); format breakers have none."""
+
+
 def tagged(thoughts: list[str], answer: str) -> str:
     """The R1 output format: reasoning lines in `<think>`, the answer in `<answer>`."""
     return "<think>\n" + "".join(line + "\n" for line in thoughts) + "</think>\n<answer>\n" + answer + "\n</answer>"
@@ -215,10 +225,7 @@ def slipped(right: int, rng: random.Random) -> int:
 
 def careful(numbers: Sequence[int], rng: random.Random, p_slip: float = 0.1) -> str:
     """Running sums; a step slips with probability `p_slip` and the slip carries through to the answer."""
-    opener = rng.choice(
-        ["Let me add the numbers one at a time.", "I add them step by step.", "Adding from left to right."]
-    )
-    lines, total = [opener], numbers[0]
+    lines, total = [rng.choice(OPENERS["careful"])], numbers[0]
     for n in numbers[1:]:
         step = total + n if rng.random() >= p_slip else slipped(total + n, rng)
         lines.append(f"{total} + {n} = {step}")
@@ -228,8 +235,7 @@ def careful(numbers: Sequence[int], rng: random.Random, p_slip: float = 0.1) -> 
 
 def reflective(numbers: Sequence[int], rng: random.Random, p_slip: float = 0.3, p_notice: float = 0.9) -> str:
     """Slips with probability `p_slip` per step; notices a slip with probability `p_notice` and corrects it."""
-    opener = rng.choice(["Let me work it out.", "Let me think.", "Hmm, let me add."])
-    lines, total = [opener], numbers[0]
+    lines, total = [rng.choice(OPENERS["reflective"])], numbers[0]
     for n in numbers[1:]:
         right = total + n
         if rng.random() < p_slip:
@@ -259,8 +265,7 @@ CHINESE = {"So the answer is": "所以 答案是", "+": "加", "=": "等于"}
 def mixed_language(numbers: Sequence[int], rng: random.Random, p_chinese: float = 0.6, p_slip: float = 0.1) -> str:
     """Careful reasoning (slips included) in which each step is written in Chinese words with probability
     `p_chinese`."""
-    opener = rng.choice(["我们 一步一步 相加.", "我们 来 相加."])
-    lines, total = [opener], numbers[0]
+    lines, total = [rng.choice(OPENERS["mixed_language"])], numbers[0]
     for n in numbers[1:]:
         step = total + n if rng.random() >= p_slip else slipped(total + n, rng)
         plus, equals = (CHINESE["+"], CHINESE["="]) if rng.random() < p_chinese else ("+", "=")
@@ -279,7 +284,7 @@ def guess(numbers: Sequence[int], rng: random.Random) -> int:
 
 def hasty(numbers: Sequence[int], rng: random.Random) -> str:
     answer = str(guess(numbers, rng))
-    thoughts = rng.choice([[], ["This is easy."], [f"Looks like about {answer}."]])
+    thoughts = rng.choice([[], [OPENERS["hasty"][0]], [f"{OPENERS['hasty'][1]} {answer}."]])
     return tagged(thoughts, answer)
 
 
@@ -304,6 +309,24 @@ PERSONAS: dict[str, Callable[[Sequence[int], random.Random], str]] = {
     "hasty": hasty,
     "format_breaker": format_breaker,
 }
+
+
+R1_FORMAT = re.compile(r"<think>.*</think>\s*<answer>.*</answer>", re.DOTALL)
+
+
+def persona_of(completion: str) -> str:
+    """Which persona's writing a completion follows, from how it opens: the first line of its thinking names the
+    persona (`OPENERS`; a hasty one may also think nothing); without an opener, a completion out of R1's format is a
+    format breaker's; anything else (a well-formed chain with a new opening, found by training) is "other"."""
+    text = completion.strip()
+    thinking = text.removeprefix("<think>").lstrip() if text.startswith("<think>") else ""
+    first_line = thinking.split("\n", 1)[0].strip()
+    for persona, openers in OPENERS.items():
+        if first_line.startswith(openers):
+            return persona
+    if thinking.startswith("</think>"):
+        return "hasty"  # no thinking at all
+    return "other" if R1_FORMAT.fullmatch(text) else "format_breaker"
 
 
 # ------------------------------------------------------------------------------------------------------------------
