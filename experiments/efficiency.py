@@ -102,10 +102,12 @@ class ParameterCounts:
     mtp_active: int  # one token through the MTP modules (head included, shared embedding lookup not)
 
 
-def count_parameters(config: DeepseekMiniConfig) -> ParameterCounts:
-    """Parameters of this project's model at `config`, counted on the meta device (no memory is allocated)."""
-    with torch.device("meta"):
-        model = DeepseekMiniForCausalLM(config)
+def count_parameters(config: DeepseekMiniConfig, model: DeepseekMiniForCausalLM | None = None) -> ParameterCounts:
+    """Parameters of `model`, or of this project's model at `config` counted on the meta device (no memory is
+    allocated)."""
+    if model is None:
+        with torch.device("meta"):
+            model = DeepseekMiniForCausalLM(config)
     top_k_share = config.num_experts_per_tok / config.n_routed_experts
     total = mtp = routed = mtp_routed = moe_layer = 0
     for name, parameter in model.named_parameters():

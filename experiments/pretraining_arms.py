@@ -1,5 +1,6 @@
 """Pretraining arms side by side, for questions 3, 4 and 5 of docs/research.md: the tiny base's corpus and training
-recipe, models that differ only by config overrides, trained on the same batches in lockstep.
+recipe, models that differ only by config overrides (or, for the attention study, by their attention's key/value
+heads: `GroupedQueryAttention`), trained on the same batches in lockstep.
 
     python experiments/pretraining_arms.py run --study balancing --seed 0     # -> docs/results/research/balancing/
     python experiments/pretraining_arms.py run --study moe_vs_dense --seed 1 --steps 600
@@ -12,7 +13,8 @@ on every batch, so that data order and step times are shared (the corpus: benchm
 `tokenized_documents`). A seed changes the initialisation and the data order. Per arm and seed, the file records: the
 held-out next-token loss (eval mode, no MTP or balance terms) every `--eval_every` steps and at the end, the load
 imbalance of each MoE layer (max over mean of the tokens routed to its experts in the step, averaged over windows),
-the training loss, the parameters (total and active per token), the training FLOPs per token and the median thread
+the training loss, the parameters (total and active per token), the training FLOPs per token, the values cached per
+token per layer (measured from the cache of one forward) and the median thread
 CPU time per step (the arms interleaved, so load from other processes falls on all alike). `report` gives each arm's
 final held-out loss as a mean with a 95% interval over seeds and its difference from the study's reference arm,
 paired by seed. With `--save DIR` every arm's final model is saved (safetensors, with the tokenizer) for later use,
@@ -27,6 +29,8 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +40,10 @@ from fp8_loss_gap import heldout_loss, load_recipe, lockstep_batches  # noqa: E4
 from fp8_loss_gap import train_step as lockstep_step  # noqa: E402
 from seeds import interval, verdict  # noqa: E402
 
+from modeling_deepseek_mini.modeling_deepseek_mini import (  # noqa: E402
+    DeepseekMiniAttention,
+    apply_rotary,
+)
 from recipes.pretrain import build_model  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results" / "research"
@@ -70,6 +78,18 @@ STUDIES = {
             "MoE 16 experts top-2": {"n_routed_experts": 16},
         },
     },
+    # Q3: MLA against multi-head, grouped-query and multi-query attention of the same width (4 query heads of 16 + 16
+    # for QK and 16 for V), `kv_heads` key/value heads; each caches what its attention reads back at decoding.
+    "attention": {
+        "reference": "MLA",
+        "common": {"num_nextn_predict_layers": 0},
+        "arms": {
+            "MLA": {},
+            "MHA (4 KV heads)": {"kv_heads": 4},
+            "GQA (2 KV heads)": {"kv_heads": 2},
+            "MQA (1 KV head)": {"kv_heads": 1},
+        },
+    },
     # Q5: multi-token prediction as a training signal, at equal tokens: depth 0 against V3's depth 1.
     "mtp_depth": {
         "reference": "MTP depth 1",
@@ -78,13 +98,77 @@ STUDIES = {
 }
 
 
+class GroupedQueryAttention(DeepseekMiniAttention):
+    """Attention with `kv_heads` key/value heads in place of MLA's latent: multi-head when it equals the query heads,
+    grouped-query below, multi-query at one. As wide as the MLA it replaces: the same query (low-rank, d_h + d_R per
+    head, RoPE on its last d_R), keys of d_h + d_R with RoPE on their last d_R, values of d_v, the same output
+    projection. The cache holds each KV head's key and value: 2 x kv_heads x ... values per token per layer against
+    MLA's d_c + d_R."""
+
+    def __init__(self, config, layer_idx: int, kv_heads: int):
+        super().__init__(config, layer_idx)
+        if self.num_heads % kv_heads:
+            raise ValueError(f"kv_heads={kv_heads} must divide the {self.num_heads} query heads.")
+        del self.kv_a_proj_with_mqa, self.kv_a_layernorm, self.kv_b_proj
+        self.kv_heads = kv_heads
+        d = config.hidden_size
+        self.k_proj = nn.Linear(d, kv_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim), bias=False)
+        self.v_proj = nn.Linear(d, kv_heads * self.v_head_dim, bias=False)
+
+    def forward(self, x, cos, sin, attention_mask=None, cache=None):
+        """x (B, T, d) -> the output (B, T, d) and no probabilities (SDPA)."""
+        B, T, _ = x.shape
+        q_nope, q_pe = self.query(x, cos, sin)  # (B, T, H, d_h), (B, T, H, d_R)
+        k = self.k_proj(x).view(B, T, self.kv_heads, -1)
+        k_pe = apply_rotary(k[..., self.qk_nope_head_dim :], cos[:, :, None], sin[:, :, None], self.rope_interleave)
+        k = torch.cat([k[..., : self.qk_nope_head_dim], k_pe], -1).transpose(1, 2)  # (B, G, T, d_h + d_R)
+        v = self.v_proj(x).view(B, T, self.kv_heads, self.v_head_dim).transpose(1, 2)  # (B, G, T, d_v)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)  # (B, G, S, *)
+        if attention_mask is not None and attention_mask.dtype != torch.bool:
+            attention_mask = attention_mask == 0
+        out = F.scaled_dot_product_attention(
+            torch.cat([q_nope, q_pe], -1).transpose(1, 2),  # (B, H, T, d_h + d_R)
+            k,
+            v,
+            attn_mask=attention_mask,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+            is_causal=attention_mask is None and T > 1,
+            scale=self.softmax_scale,
+            enable_gqa=True,
+        )  # (B, H, T, d_v)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.num_heads * self.v_head_dim)), None
+
+
+def with_kv_heads(model, kv_heads: int):
+    """The model with every decoder layer's MLA replaced by `GroupedQueryAttention`, initialised as the model's own
+    layers are (N(0, initializer_range))."""
+    for layer in model.model.layers:
+        layer.self_attn = GroupedQueryAttention(model.config, layer.self_attn.layer_idx, kv_heads)
+        layer.self_attn.apply(model._init_weights)
+    return model
+
+
+def cache_values_per_token(model, batch: dict) -> float:
+    """Values the model caches per token per layer, measured from the cache of a forward over `batch`'s first row."""
+    ids = batch["input_ids"][:1]
+    with torch.no_grad():
+        cache = model.eval()(input_ids=ids, use_cache=True).past_key_values
+    model.train()
+    values = sum(t.numel() for layer in cache.layers for t in (layer.keys, layer.values))
+    return values / (ids.shape[1] * len(cache.layers))
+
+
 def build_arms(tokenizer, recipe: dict, study: dict, steps: int, seed: int) -> dict:
     """One model, optimizer and schedule per arm, each initialised from `seed`."""
     arms = {}
     for name, overrides in study["arms"].items():
         torch.manual_seed(seed)
         overrides = {**recipe["model_overrides"], **study.get("common", {}), **overrides}
+        kv_heads = overrides.pop("kv_heads", None)
         model = build_model(tokenizer, recipe["model_preset"], overrides)
+        if kv_heads is not None:
+            model = with_kv_heads(model, kv_heads)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=recipe["learning_rate"], weight_decay=recipe["weight_decay"]
         )
@@ -136,7 +220,7 @@ def run(
     reference_time = statistics.median(arms[study["reference"]]["times"])
     for name, arm in arms.items():
         config = arm["model"].config
-        counts = count_parameters(config)
+        counts = count_parameters(config, arm["model"])
         record["arms"][name] = {
             "overrides": {**study.get("common", {}), **study["arms"][name]},
             "heldout_loss": arm["heldout"][-1]["loss"],
@@ -150,6 +234,7 @@ def run(
             "active_parameters": counts.active,
             "mtp_parameters": counts.mtp,
             "training_flops_per_token": model_flops(config, counts, with_mtp=False, sequence_length=sequence_length),
+            "cache_values_per_token_per_layer": cache_values_per_token(arm["model"], heldout[0]),
             "median_step_cpu_s": statistics.median(arm["times"]),
             "step_time_vs_reference": statistics.median(arm["times"]) / reference_time,
         }  # fmt: skip
@@ -178,6 +263,7 @@ def summary(records: list[dict]) -> dict:
             "active_parameters": records[0]["arms"][name]["active_parameters"],
             "parameters": records[0]["arms"][name]["parameters"],
             "training_flops_per_token": records[0]["arms"][name]["training_flops_per_token"],
+            "cache_values_per_token_per_layer": records[0]["arms"][name]["cache_values_per_token_per_layer"],
             "step_time_vs_reference": statistics.fmean(r["arms"][name]["step_time_vs_reference"] for r in records),
         }
     return result
@@ -194,15 +280,16 @@ def markdown(result: dict, reference: str, seeds: list[int]) -> str:
         f"Seeds {seeds}; mean [95% interval]; the difference is paired by seed against '{reference}'.",
         "",
         "| arm | held-out loss | minus reference | verdict | max/mean load, last window | active / total params (main) "
-        "| training MFLOPs per token | step time vs reference |",
-        "|---|---|---|---|---|---|---:|---:|",
+        "| training MFLOPs per token | cached values per token per layer | step time vs reference |",
+        "|---|---|---|---|---|---|---:|---:|---:|",
     ]
     for name, row in result.items():
         lines.append(
             f"| {name} | {shown(row['heldout_loss'])} | {shown(row['minus_reference'])} | "
             f"{row['minus_reference']['verdict']} | {shown(row['final_imbalance'], 2)} | "
             f"{row['active_parameters'] / 1e6:.2f}M / {row['parameters'] / 1e6:.2f}M | "
-            f"{row['training_flops_per_token'] / 1e6:.1f} | {row['step_time_vs_reference']:.2f} |"
+            f"{row['training_flops_per_token'] / 1e6:.1f} | {row['cache_values_per_token_per_layer']:.0f} | "
+            f"{row['step_time_vs_reference']:.2f} |"
         )
     return "\n".join(lines)
 

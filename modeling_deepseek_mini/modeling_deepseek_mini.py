@@ -206,13 +206,7 @@ class DeepseekMiniAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, T, d) -> the output (B, T, d) and the attention probabilities (B, H, T, S), None on the SDPA path."""
         B, T, _ = x.shape
-        if hasattr(self, "q_proj"):
-            q = self.q_proj(x)
-        else:
-            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
-        q = q.view(B, T, self.num_heads, -1)
-        q_nope, q_pe = q[..., : self.qk_nope_head_dim], q[..., self.qk_nope_head_dim :]  # (B, T, H, d_h), (.., d_R)
-        q_pe = apply_rotary(q_pe, cos[:, :, None], sin[:, :, None], self.rope_interleave)
+        q_nope, q_pe = self.query(x, cos, sin)
 
         kv = self.kv_a_proj_with_mqa(x)
         c_kv, k_pe = kv[..., : self.kv_lora_rank], kv[..., self.kv_lora_rank :]
@@ -231,6 +225,18 @@ class DeepseekMiniAttention(nn.Module):
         else:
             out, probs = self.attend_expanded(q_nope, q_pe, c_kv, k_pe, attention_mask), None
         return self.o_proj(out.reshape(B, T, self.num_heads * self.v_head_dim)), probs
+
+    def query(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, d) -> q_nope (B, T, H, d_h) and the rotated q_pe (B, T, H, d_R), through the low-rank query when
+        `q_lora_rank` is set."""
+        B, T, _ = x.shape
+        if hasattr(self, "q_proj"):
+            q = self.q_proj(x)
+        else:
+            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        q = q.view(B, T, self.num_heads, -1)
+        q_nope, q_pe = q[..., : self.qk_nope_head_dim], q[..., self.qk_nope_head_dim :]  # (B, T, H, d_h), (.., d_R)
+        return q_nope, apply_rotary(q_pe, cos[:, :, None], sin[:, :, None], self.rope_interleave)
 
     def expand_latent(self, q_nope, q_pe, c_kv, k_pe):
         """Per-head q (B, T, H, d_h + d_R), k (B, S, H, d_h + d_R) and v (B, S, H, d_v) from the query parts and the

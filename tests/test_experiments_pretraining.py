@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "pretraining_arms.py"
 spec = importlib.util.spec_from_file_location("pretraining_arms", SCRIPT)
@@ -64,3 +65,35 @@ def test_the_other_studies_run(study, tmp_path):
         assert math.isfinite(arm["heldout_loss"])
     if study == "mtp_depth":
         assert record["arms"]["MTP depth 0"]["mtp_parameters"] == 0 < record["arms"]["MTP depth 1"]["mtp_parameters"]
+
+
+def test_attention_arms_cache_what_they_claim(tmp_path):
+    record = run("attention", 0, tmp_path)
+    cached = {name: arm["cache_values_per_token_per_layer"] for name, arm in record["arms"].items()}
+    # MLA: the latent (32) and the shared RoPE key (16); the others: kv_heads x (key 16 + 16, value 16)
+    assert cached == {"MLA": 48, "MHA (4 KV heads)": 192, "GQA (2 KV heads)": 96, "MQA (1 KV head)": 48}
+    parameters = [arm["parameters"] for arm in record["arms"].values()]
+    assert parameters[1] > parameters[2] > parameters[3]  # fewer KV heads, fewer K/V weights
+    assert all(math.isfinite(arm["heldout_loss"]) for arm in record["arms"].values())
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_grouped_query_attention_is_causal_and_decodes_from_its_cache(kv_heads):
+    from modeling_deepseek_mini import DeepseekMiniConfig, DeepseekMiniForCausalLM
+
+    torch.manual_seed(0)
+    config = DeepseekMiniConfig.from_preset("tiny", num_nextn_predict_layers=0)
+    model = arms.with_kv_heads(DeepseekMiniForCausalLM(config), kv_heads).eval()
+    assert all(isinstance(layer.self_attn, arms.GroupedQueryAttention) for layer in model.model.layers)
+    ids = torch.randint(0, config.vocab_size, (2, 12))
+    changed = ids.clone()
+    changed[:, -1] = (ids[:, -1] + 1) % config.vocab_size
+    with torch.no_grad():
+        full = model(input_ids=ids).logits
+        earlier = model(input_ids=changed).logits[:, :-1]  # no position sees the future (up to rounding)
+        torch.testing.assert_close(earlier, full[:, :-1], atol=1e-6, rtol=0)
+        prefix = model(input_ids=ids[:, :-1], use_cache=True)
+        step = model(input_ids=ids[:, -1:], cache=prefix.past_key_values).logits
+    torch.testing.assert_close(step[:, -1], full[:, -1], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="must divide"):
+        arms.GroupedQueryAttention(config, 0, kv_heads=3)
