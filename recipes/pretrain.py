@@ -33,6 +33,7 @@ from trl import TrlParser
 
 from modeling_deepseek_mini import DeepseekMiniConfig, DeepseekMiniForCausalLM, ExpertBiasUpdateCallback
 from recipes.lib.cli import CONFIGS_DIR, parse_recipe_args, run_entry_point
+from recipes.lib.data import BUILTIN_DATASET, load_any_dataset, require_columns, split_of
 from recipes.lib.data_parallel import UnreachedParametersCallback, tolerate_unreached_parameters
 from recipes.lib.evaluation import evaluate_protocols
 from recipes.lib.readability import builtin_vocabulary
@@ -48,6 +49,14 @@ EOS_TOKEN, PAD_TOKEN = "<|end_of_text|>", "<|pad|>"
 class PretrainScriptArguments(StageArguments):
     """Corpus, tokenizer, model shape and final evaluation of the pretraining recipe."""
 
+    corpus_name: str = field(
+        default=BUILTIN_DATASET,
+        metadata={
+            "help": f"'{BUILTIN_DATASET}' for the persona corpus of the built-in task; or your own documents: a "
+            ".json/.jsonl/.parquet/.csv file, a saved dataset folder or a Hub id whose train split has a `text` "
+            "column (the drills are still added, `drill_docs` of them; the persona settings do not apply)."
+        },
+    )
     corpus_seed: int = field(default=0, metadata={"help": "Seed of the persona corpus (recipes/lib/task.py)."})
     corpus_size: int = field(default=40000, metadata={"help": "Persona documents (R1-Zero prompt + completion)."})
     drill_docs: int = field(
@@ -90,6 +99,15 @@ class PretrainScriptArguments(StageArguments):
             raise ValueError(f"drill_docs must be >= 0, got {self.drill_docs}.")
         if self.vocab_size < 300:
             raise ValueError(f"vocab_size must be >= 300 (256 bytes, special tokens and tags), got {self.vocab_size}.")
+        if self.corpus_name != BUILTIN_DATASET and self.persona_rates is not None:
+            raise ValueError(
+                f"persona_rates shapes the built-in corpus; drop it with --corpus_name {self.corpus_name}."
+            )
+        if self.corpus_name != BUILTIN_DATASET and self.eval_heldout:
+            raise ValueError(
+                "eval_heldout measures the built-in task, not your corpus's: set --eval_heldout false with "
+                f"--corpus_name {self.corpus_name} (recipes/grpo.py measures any dataset with gold answers)."
+            )
         if "vocab_size" in self.model_overrides:
             raise ValueError(
                 "Set the vocabulary with --vocab_size, not in model_overrides: the model follows the tokenizer."
@@ -109,6 +127,29 @@ def _json_dict(value, name: str) -> dict | None:
     if not isinstance(parsed, dict):
         raise ValueError(f"{name} must be a JSON object, got {value!r}.")
     return parsed
+
+
+def load_corpus(script_args: PretrainScriptArguments) -> Dataset:
+    """The documents to pretrain on besides the drills: the built-in persona corpus, or the `text` column of the
+    train split of `corpus_name`."""
+    if script_args.corpus_name == BUILTIN_DATASET:
+        rates = script_args.persona_rates
+        return make_corpus(seed=script_args.corpus_seed, n_docs=script_args.corpus_size, rates=rates)
+    corpus = split_of(
+        load_any_dataset(script_args.corpus_name), "train", flag="corpus_name", dataset_name=script_args.corpus_name
+    )
+    require_columns(corpus, ["text"], where="corpus_name")
+    return corpus
+
+
+def corpus_description(script_args: PretrainScriptArguments) -> str:
+    """What the base was pretrained on, for its card."""
+    corpus = (
+        f"recipes.lib.task.make_corpus(seed={script_args.corpus_seed}, n_docs={script_args.corpus_size})"
+        if script_args.corpus_name == BUILTIN_DATASET
+        else f"the `text` of {script_args.corpus_name}"
+    )
+    return f"{corpus} + make_drills(seed={script_args.corpus_seed}, n_docs={script_args.drill_docs})"
 
 
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
@@ -176,7 +217,7 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments)
     start = time.time()
 
     # Data and tokenizer
-    corpus = make_corpus(seed=script_args.corpus_seed, n_docs=script_args.corpus_size, rates=script_args.persona_rates)
+    corpus = load_corpus(script_args)
     tokenizer = build_tokenizer(
         corpus.select(range(min(len(corpus), script_args.tokenizer_docs)))["text"], script_args.vocab_size
     )
@@ -223,19 +264,20 @@ def main(script_args: PretrainScriptArguments, training_args: TrainingArguments)
     with open(os.path.join(output_dir, "README.md"), "w") as f:
         f.write(
             "# deepseek-mini tiny base\n\nA tiny DeepseekMini (MLA, DeepSeekMoE, MTP) pretrained from scratch by "
-            "`recipes/pretrain.py` on the built-in arithmetic task's persona corpus. Load with "
+            f"`recipes/pretrain.py` on {corpus_description(script_args)}. Load with "
             "`AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)`.\n"
         )
     write_stage_card(
         output_dir,
         stage="pretrain",
         parent="(random initialisation)",
-        dataset=f"recipes.lib.task.make_corpus(seed={script_args.corpus_seed}, n_docs={script_args.corpus_size}) + "
-        f"make_drills(seed={script_args.corpus_seed}, n_docs={script_args.drill_docs})",
+        dataset=corpus_description(script_args),
         hyperparameters={
             "model_preset": script_args.model_preset,
             "model_overrides": script_args.model_overrides,
-            "persona_rates": script_args.persona_rates or PERSONA_RATES,
+            "persona_rates": (script_args.persona_rates or PERSONA_RATES)
+            if script_args.corpus_name == BUILTIN_DATASET
+            else None,
             "parameters": model.num_parameters(),
             "vocab_size": len(tokenizer),
             "learning_rate": training_args.learning_rate,

@@ -76,6 +76,21 @@ def test_bad_config_fails_before_training():
         PretrainScriptArguments(model_overrides="hidden_size=128")
     with pytest.raises(ValueError, match="corpus_size"):
         PretrainScriptArguments(corpus_size=0)
+    with pytest.raises(ValueError, match="--eval_heldout false"):  # the held-out measurement is the built-in task's
+        PretrainScriptArguments(corpus_name="my_corpus.jsonl")
+    with pytest.raises(ValueError, match="persona_rates shapes the built-in corpus"):
+        PretrainScriptArguments(corpus_name="my_corpus.jsonl", eval_heldout=False, persona_rates={"careful": 1.0})
+
+
+def test_your_own_corpus_is_read_from_its_text_column(tmp_path):
+    from recipes.pretrain import load_corpus
+
+    (tmp_path / "corpus.jsonl").write_text('{"text": "What is 3 - 1? 2"}\n{"text": "What is 4 - 2? 2"}\n')
+    corpus = load_corpus(PretrainScriptArguments(corpus_name=str(tmp_path / "corpus.jsonl"), eval_heldout=False))
+    assert corpus["text"] == ["What is 3 - 1? 2", "What is 4 - 2? 2"]
+    (tmp_path / "bad.jsonl").write_text('{"body": "no text column"}\n')
+    with pytest.raises(ValueError, match="text"):
+        load_corpus(PretrainScriptArguments(corpus_name=str(tmp_path / "bad.jsonl"), eval_heldout=False))
 
 
 def test_default_config_parses_with_overrides():

@@ -1,0 +1,284 @@
+"""R1-Zero's "aha moment" (docs/research.md): does GRPO raise self-checking and length on a task where slips can be
+detected but not avoided?
+
+    python experiments/aha_moment.py run        # the variant's base, then GRPO over 3 seeds on both tasks
+    python experiments/aha_moment.py report     # -> docs/results/research/aha-moment.json and aha-moment.png
+
+On the built-in task every step is an addition the model can learn to get right, and under GRPO the policy removes
+its slips at the source: reflection falls. The variant asks for a difference, "What is 43 - 7?", which nothing in
+its pretraining corpus computes. The corpus (R1-Zero prompts of training problems, plus the built-in task's addition
+drills) is written by three personas:
+
+- `guesser`: a guess within 2 of the answer, right one time in five;
+- `checker`: a guess, checked by adding it back ("Try 35: 35 + 7 = 42."), and while the check fails, says so and
+  tries the next number toward the target ("Wait, 42 is less than 43."), then answers: right whenever its
+  additions are, which the drills teach;
+- `format_breaker`: a guess outside R1's format.
+
+So a wrong first guess cannot be avoided by computing the answer in one go (subtraction is never shown), but it can
+be caught. `run` writes the variant's corpus and splits under `--work`, pretrains its base with `recipes/pretrain.py
+--corpus_name` (the tiny base's recipe), then runs the main job's GRPO (accuracy and format rewards) over training
+seeds (`benchmarks/seeds.py`) on the variant from that base and on the built-in task from the shipped base, every
+step logged. `report` reads each seed's logged curves (accuracy, the reflection rate, the completion length, and the
+share of completions that check at least one guess) into means over seeds with 95% intervals per step, the change
+of each held-out metric from before to after training (paired by seed), and a plot of both tasks side by side.
+"""
+
+import argparse
+import json
+import random
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from datasets import Dataset, DatasetDict
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from seeds import interval  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+
+from recipes.lib.task import make_prompt, tagged  # noqa: E402
+
+RESULTS = ROOT / "docs" / "results" / "research"
+ANSWERS, SUBTRAHENDS = range(10, 61), range(2, 10)  # checks stay within the drills' sums (up to 69)
+GUESS_SPREAD = 2
+PERSONA_RATES = {"guesser": 0.5, "checker": 0.2, "format_breaker": 0.3}
+HELDOUT = {"test": 80, "validation": 80}  # problems held out of the corpus and of GRPO's prompts
+CHECK = re.compile(r"Try \d+: \d+ \+ \d+ = \d+")
+CURVES = {"accuracy": "r1/accuracy", "reflection_rate": "r1/reflection_rate", "length": "completions/mean_length"}
+TASKS = ("subtraction", "sums")
+HELDOUT_METRICS = ("accuracy", "reflection_rate", "mean_completion_tokens", "format_compliance")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The variant: problems, personas, corpus, splits
+
+
+def problem_text(answer: int, subtrahend: int) -> str:
+    return f"What is {answer + subtrahend} - {subtrahend}?"
+
+
+def first_guess(answer: int, rng: random.Random) -> int:
+    return answer + rng.randint(-GUESS_SPREAD, GUESS_SPREAD)
+
+
+def guesser(answer: int, subtrahend: int, rng: random.Random) -> str:
+    guess = first_guess(answer, rng)
+    return tagged([f"It is about {guess}."], str(guess))
+
+
+def checker(answer: int, subtrahend: int, rng: random.Random) -> str:
+    """Guess, add the guess back, and step toward the target until the sum is right."""
+    target, guess = answer + subtrahend, first_guess(answer, rng)
+    lines = ["Let me guess and check."]
+    while True:
+        total = guess + subtrahend
+        lines.append(f"Try {guess}: {guess} + {subtrahend} = {total}.")
+        if total == target:
+            return tagged([*lines, f"So the answer is {guess}."], str(guess))
+        lines.append(f"Wait, {total} is {'less' if total < target else 'more'} than {target}.")
+        guess += 1 if total < target else -1
+
+
+def format_breaker(answer: int, subtrahend: int, rng: random.Random) -> str:
+    guess = first_guess(answer, rng)
+    broken = [f"The answer is {guess}.", f"<answer>\n{guess}\n</answer>", f"<think>\nIt is {guess}.\n<answer>\n{guess}"]
+    return rng.choice(broken)
+
+
+PERSONAS = {"guesser": guesser, "checker": checker, "format_breaker": format_breaker}
+
+
+def make_splits(seed: int = 0) -> DatasetDict:
+    """Every (answer, subtrahend) problem once, shuffled by `seed`: `HELDOUT` of them for test and validation, the
+    rest for training. Columns: `prompt` (R1-Zero's template), `problem`, `solution`."""
+    problems = [(a, b) for a in ANSWERS for b in SUBTRAHENDS]
+    random.Random(f"subtraction-{seed}").shuffle(problems)
+    bounds = {"test": (0, HELDOUT["test"]), "validation": (HELDOUT["test"], sum(HELDOUT.values()))}
+    bounds["train"] = (sum(HELDOUT.values()), len(problems))
+    return DatasetDict(
+        {
+            split: Dataset.from_list(
+                [
+                    {"prompt": make_prompt(problem_text(a, b)), "problem": problem_text(a, b), "solution": str(a)}
+                    for a, b in problems[start:end]
+                ]
+            )
+            for split, (start, end) in bounds.items()
+        }
+    )
+
+
+def make_corpus(train: Dataset, n_docs: int, seed: int = 0) -> Dataset:
+    """Pretraining documents: training problems in R1-Zero's template completed by the personas at
+    `PERSONA_RATES`, in shuffled order. Columns: `text`, `persona`."""
+    rng = random.Random(f"subtraction-corpus-{seed}")
+    personas = [name for name, rate in PERSONA_RATES.items() for _ in range(round(rate * n_docs))]
+    rng.shuffle(personas)
+    rows = []
+    for persona in personas:
+        problem = train[rng.randrange(len(train))]
+        answer = int(problem["solution"])
+        subtrahend = int(problem["problem"].split(" - ")[1].rstrip("?"))
+        rows.append({"text": problem["prompt"] + PERSONAS[persona](answer, subtrahend, rng), "persona": persona})
+    return Dataset.from_list(rows)
+
+
+def prepare(work: Path, corpus_size: int) -> None:
+    """The variant's splits (`work/data`) and pretraining corpus (`work/corpus.jsonl`)."""
+    splits = make_splits()
+    splits.save_to_disk(str(work / "data"))
+    make_corpus(splits["train"], corpus_size).select_columns("text").to_json(str(work / "corpus.jsonl"))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Runs
+
+
+def pretrain_command(work: Path, extra: list[str]) -> list[str]:
+    return [
+        sys.executable, str(ROOT / "recipes" / "pretrain.py"), "--corpus_name", str(work / "corpus.jsonl"),
+        "--eval_heldout", "false", "--output_dir", str(work / "base"), *extra,
+    ]  # fmt: skip
+
+
+def grpo_command(task: str, seeds: list[int], jobs: int, work: Path, results: Path, extra: list[str]) -> list[str]:
+    """The main job (recipes/configs/grpo_tiny.yaml) over seeds, every step logged with its completions; on the
+    variant, from its base and on its splits."""
+    variant = ["--model_name_or_path", str(work / "base"), "--dataset_name", str(work / "data")]
+    variant = variant if task == "subtraction" else []
+    return [
+        sys.executable, str(ROOT / "benchmarks" / "seeds.py"), "--seeds", *map(str, seeds), "--jobs", str(jobs),
+        "--runs", str(work / f"grpo-{task}"), "--out", str(results / f"aha-{task}.json"), "--",
+        "accelerate", "launch", str(ROOT / "recipes" / "grpo.py"), "--logging_steps", "1", "--log_completions", "true",
+        "--mtp_refresh_steps", "0", *variant, *extra,
+    ]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def checking_rate(run: Path) -> dict[int, float]:
+    """Per logged step: the share of its training completions that check at least one guess by adding it back."""
+    rates = {}
+    for path in sorted((run / "completions").glob("*.parquet")):
+        table = pd.read_parquet(path)
+        rates[int(table["step"].iloc[0])] = statistics.fmean(bool(CHECK.search(c)) for c in table["completion"])
+    return rates
+
+
+def seed_curves(run: Path) -> dict[str, dict[int, float]]:
+    """One seed's curves: the logged metrics per step, and the checking rate from its logged completions."""
+    state = json.loads((run / "trainer_state.json").read_text())
+    curves = {
+        name: {row["step"]: row[key] for row in state["log_history"] if key in row} for name, key in CURVES.items()
+    }
+    return {**curves, "checking_rate": checking_rate(run)}
+
+
+def summarise_curves(per_seed: list[dict]) -> dict[str, list[dict]]:
+    """Per curve and step (the steps every seed logged): mean and 95% interval over seeds."""
+    result = {}
+    for name in per_seed[0]:
+        steps = sorted(set.intersection(*(set(curves[name]) for curves in per_seed)))
+        result[name] = [{"step": step, **interval([curves[name][step] for curves in per_seed])} for step in steps]
+    return result
+
+
+def report(work: Path, results: Path, tasks: list[str]) -> dict:
+    result = {}
+    for task in tasks:
+        record = json.loads((results / f"aha-{task}.json").read_text())
+        per_seed = [seed_curves(work / f"grpo-{task}" / f"seed-{row['seed']}") for row in record["per_seed"]]
+        heldout = record["summary"]["heldout"]
+        result[task] = {
+            "seeds": [row["seed"] for row in record["per_seed"]],
+            "heldout": {name: heldout[name] for name in HELDOUT_METRICS if name in heldout},
+            "curves": summarise_curves(per_seed),
+        }
+    return result
+
+
+def plot(result: dict, path: Path) -> None:
+    """Accuracy, reflection, checking and length over GRPO steps, both tasks, mean over seeds with its interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = ("accuracy", "reflection_rate", "checking_rate", "length")
+    fig, axes = plt.subplots(1, len(panels), figsize=(16, 3.4))
+    for ax, name in zip(axes, panels):
+        for task, task_result in result.items():
+            points = task_result["curves"].get(name, [])
+            if not points:
+                continue
+            steps = [p["step"] for p in points]
+            ax.plot(steps, [p["mean"] for p in points], label=task)
+            if points[0]["low"] is not None:
+                ax.fill_between(steps, [p["low"] for p in points], [p["high"] for p in points], alpha=0.2)
+        ax.set(title=name.replace("_", " "), xlabel="GRPO step")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def markdown(result: dict) -> str:
+    lines = ["| task | " + " | ".join(f"{m}: before -> after, change" for m in HELDOUT_METRICS) + " |",
+             "|---|" + "---|" * len(HELDOUT_METRICS)]  # fmt: skip
+    for task in result:
+        cells = []
+        for name in HELDOUT_METRICS:
+            stats = result[task]["heldout"].get(name)
+            if stats is None:
+                cells.append("")
+                continue
+            scale = 1 if name == "mean_completion_tokens" else 100
+            change = stats["change"]
+            bounds = "" if change["low"] is None else f" [{scale * change['low']:+.1f}, {scale * change['high']:+.1f}]"
+            cells.append(f"{scale * stats['before']['mean']:.1f} -> {scale * stats['after']['mean']:.1f}, "
+                         f"{scale * change['mean']:+.1f}{bounds}")  # fmt: skip
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["run", "report"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=3, help="Seeds run at once (benchmarks/seeds.py --jobs).")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--corpus_size", type=int, default=40000, help="Persona documents of the variant's corpus.")
+    parser.add_argument("--work", type=Path, default=Path("outputs/research/aha"), help="Data, base and runs.")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="Folder of the seeds records and the report.")
+    parser.add_argument("--pretrain_flag", dest="pretrain_extra", action="append", default=[],
+                        help="More recipes/pretrain.py flags (e.g. a shrunk run).")  # fmt: skip
+    parser.add_argument("--flag", dest="extra", action="append", default=["--max_steps 100"],
+                        help="More recipes/grpo.py flags for both tasks (default: --max_steps 100).")  # fmt: skip
+    args = parser.parse_args(argv)
+    extra = [part for flag in args.extra for part in flag.split()]
+    if args.action == "run":
+        if "subtraction" in args.tasks and not (args.work / "base" / "model.safetensors").exists():
+            args.work.mkdir(parents=True, exist_ok=True)
+            prepare(args.work, args.corpus_size)
+            pretrain_extra = [part for flag in args.pretrain_extra for part in flag.split()]
+            subprocess.run(pretrain_command(args.work, pretrain_extra), check=True)
+        for task in args.tasks:
+            subprocess.run(grpo_command(task, args.seeds, args.jobs, args.work, args.results, extra), check=True)
+        return
+    result = report(args.work, args.results, args.tasks)
+    (args.results / "aha-moment.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot(result, args.results / "aha-moment.png")
+    print("Held-out (test split, greedy) before and after GRPO, mean over seeds; change paired by seed [95% "
+          "interval]; the curves per step are in aha-moment.json and aha-moment.png.\n")  # fmt: skip
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
