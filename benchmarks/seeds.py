@@ -44,6 +44,12 @@ T_975 = (
 )
 
 
+def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--seeds` (three by default) and `--jobs`, for a script that runs its arms through this one."""
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Training seeds of every arm.")
+    parser.add_argument("--jobs", type=int, default=3, help="Seeds run at once (benchmarks/seeds.py --jobs).")
+
+
 def interval(values: list[float]) -> dict:
     """Mean, standard deviation over seeds and the 95% t-interval of the mean (None bounds with one seed)."""
     n, mean = len(values), statistics.fmean(values)

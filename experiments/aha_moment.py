@@ -38,7 +38,7 @@ from datasets import Dataset, DatasetDict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from seeds import interval  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from seeds import add_seed_arguments, interval  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 from recipes.lib.task import make_prompt, tagged  # noqa: E402
 
@@ -251,8 +251,7 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["run", "report"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=3, help="Seeds run at once (benchmarks/seeds.py --jobs).")
+    add_seed_arguments(parser)
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--corpus_size", type=int, default=40000, help="Persona documents of the variant's corpus.")
     parser.add_argument("--work", type=Path, default=Path("outputs/research/aha"), help="Data, base and runs.")

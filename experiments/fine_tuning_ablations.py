@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from seeds import compare, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from seeds import add_seed_arguments, compare, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 RESULTS = ROOT / "docs" / "results" / "research"
 DEFAULT_RECORD = ROOT / "docs" / "results" / "pipeline-tiny-seeds.json"
@@ -94,8 +94,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["run", "report"])
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=sorted(ARMS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=3, help="Seeds run at once (benchmarks/seeds.py --jobs).")
+    add_seed_arguments(parser)
     parser.add_argument("--reuse", type=Path, help="The default pipeline's runs over the same seeds (DIR/seed-N).")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="STAGE.FLAG=VALUE",
                         help="More pipeline settings for every arm (e.g. a shrunk run); repeatable.")  # fmt: skip

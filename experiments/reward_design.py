@@ -31,7 +31,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from seeds import compare, interval, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from seeds import add_seed_arguments, compare, interval, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 from recipes.lib.task import make_prompt, make_splits  # noqa: E402
 from rewards.accuracy import INTEGER, AnswerChecker  # noqa: E402
@@ -147,8 +147,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["run", "report"])
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=3, help="Seeds run at once (benchmarks/seeds.py --jobs).")
+    add_seed_arguments(parser)
     parser.add_argument("--results", type=Path, default=RESULTS, help="Folder of the arms' records and the report.")
     parser.add_argument("--runs", type=Path, default=Path("outputs/research"), help="Parent of the arms' runs.")
     parser.add_argument("--flag", dest="extra", action="append", default=[], help="More recipe flags for every arm.")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from seeds import compare, interval, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from seeds import add_seed_arguments, compare, interval, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 from recipes.lib.evaluation import generate_completions  # noqa: E402
 from recipes.lib.task import OPENERS, persona_of  # noqa: E402
@@ -141,8 +141,7 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["run", "report"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=3, help="Seeds run at once (benchmarks/seeds.py --jobs).")
+    add_seed_arguments(parser)
     parser.add_argument("--teacher_runs", type=Path, default=Path("outputs/seeds-pipeline-v3"),
                         help="The default pipeline's runs over the same seeds (DIR/seed-N): R1's traces.")  # fmt: skip
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="STAGE.FLAG=VALUE",
