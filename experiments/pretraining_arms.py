@@ -5,6 +5,8 @@ heads: `GroupedQueryAttention`), trained on the same batches in lockstep.
     python experiments/pretraining_arms.py run --study balancing --seed 0     # -> docs/results/research/balancing/
     python experiments/pretraining_arms.py run --study moe_vs_dense --seed 1 --steps 600
     python experiments/pretraining_arms.py report --study balancing           # every seed's file, intervals
+    python experiments/pretraining_arms.py run --study moe_vs_dense --seed 0 --save outputs/research/moe   # then
+    python experiments/pretraining_arms.py grpo --study moe_vs_dense --save outputs/research/moe  # the same GRPO
 
 A study is a set of arms (`STUDIES`): each arm is `recipes/pretrain.py`'s model (preset and overrides of
 recipes/configs/pretrain_tiny.yaml) with more overrides, built from the same seed, trained with the recipe's AdamW,
@@ -14,17 +16,19 @@ on every batch, so that data order and step times are shared (the corpus: benchm
 held-out next-token loss (eval mode, no MTP or balance terms) every `--eval_every` steps and at the end, the load
 imbalance of each MoE layer (max over mean of the tokens routed to its experts in the step, averaged over windows),
 the training loss, the parameters (total and active per token), the training FLOPs per token, the values cached per
-token per layer (measured from the cache of one forward) and the median thread
-CPU time per step (the arms interleaved, so load from other processes falls on all alike). `report` gives each arm's
-final held-out loss as a mean with a 95% interval over seeds and its difference from the study's reference arm,
-paired by seed. With `--save DIR` every arm's final model is saved (safetensors, with the tokenizer) for later use,
-e.g. the same GRPO on each.
+token per layer (measured from the cache of one forward) and the median thread CPU time per step (the arms
+interleaved, so load from other processes falls on all alike). `report` gives each arm's final held-out loss as a
+mean with a 95% interval over seeds and its difference from the study's reference arm, paired by seed. With `--save
+DIR` every arm's final model is saved (safetensors, with the tokenizer); `grpo` then runs the main job's GRPO from
+each arm's model of every saved seed (`benchmarks/seeds.py`, the GRPO seed = the pretraining seed), and `report`
+adds each arm's held-out accuracy after it, minus the reference arm's, paired by seed.
 """
 
 import argparse
 import json
 import math
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -38,7 +42,7 @@ sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "experiments")]  # folders 
 from efficiency import count_parameters, model_flops  # noqa: E402
 from fp8_loss_gap import heldout_loss, load_recipe, lockstep_batches  # noqa: E402
 from fp8_loss_gap import train_step as lockstep_step  # noqa: E402
-from seeds import interval, verdict  # noqa: E402
+from seeds import compare, interval, shown, verdict  # noqa: E402
 
 from modeling_deepseek_mini.modeling_deepseek_mini import (  # noqa: E402
     DeepseekMiniAttention,
@@ -200,10 +204,23 @@ def layer_imbalance(per_step: list[dict], every: int) -> dict[str, list[dict]]:
     }
 
 
+def arm_folder(name: str) -> str:
+    return name.replace(" ", "_").replace("/", "_")
+
+
+def check_savable(study_name: str) -> None:
+    """Only arms that are DeepseekMini configs can be saved and loaded back (the attention study's are not)."""
+    if any("kv_heads" in arm for arm in STUDIES[study_name]["arms"].values()):
+        raise SystemExit(f"The {study_name} study's arms replace the model's attention and cannot be loaded back: "
+                         "drop --save (and the grpo action) for it.")  # fmt: skip
+
+
 def run(
     study_name: str, seed: int, steps: int, corpus_size: int, eval_batches: int, eval_every: int, save: Path | None
 ):
     """Train every arm of the study for `steps` steps on the same batches; return the seed's record."""
+    if save is not None:
+        check_savable(study_name)
     study, recipe = STUDIES[study_name], load_recipe()
     tokenizer, heldout, train = lockstep_batches(recipe, corpus_size, eval_batches, steps, seed)
     size = recipe["batch_size"]
@@ -239,10 +256,33 @@ def run(
             "step_time_vs_reference": statistics.median(arm["times"]) / reference_time,
         }  # fmt: skip
         if save is not None:
-            folder = save / f"seed-{seed}" / name.replace(" ", "_").replace("/", "_")
+            folder = save / f"seed-{seed}" / arm_folder(name)
             arm["model"].save_pretrained(folder)
             tokenizer.save_pretrained(folder)
     return record
+
+
+def grpo_command(arm: str, seeds: list[int], jobs: int, save: Path, out: Path, extra: list[str]) -> list[str]:
+    """The main job's GRPO (recipes/configs/grpo_tiny.yaml) from each seed's saved model of `arm`, over those seeds."""
+    return [
+        sys.executable, str(ROOT / "benchmarks" / "seeds.py"), "--seeds", *map(str, seeds), "--jobs", str(jobs),
+        "--runs", str(save / "grpo" / arm_folder(arm)), "--out", str(out), "--", "accelerate", "launch",
+        str(ROOT / "recipes" / "grpo.py"), "--model_name_or_path", str(save / "seed-{seed}" / arm_folder(arm)),
+        "--mtp_refresh_steps", "0", *extra,
+    ]  # fmt: skip
+
+
+def grpo_summary(study: dict, records: dict[str, dict]) -> dict:
+    """Per arm: held-out accuracy after the same GRPO (mean and interval over seeds), and minus the reference
+    arm's, paired by seed."""
+    reference = records[study["reference"]]
+    return {
+        name: {
+            "after": record["summary"]["heldout"]["accuracy"]["after"],
+            "minus_reference": compare(reference, record)["accuracy"],
+        }
+        for name, record in records.items()
+    }
 
 
 def summary(records: list[dict]) -> dict:
@@ -294,16 +334,31 @@ def markdown(result: dict, reference: str, seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
+def grpo_markdown(result: dict) -> str:
+    lines = ["| arm | accuracy after GRPO | minus reference | verdict |", "|---|---:|---:|---|"]
+    for name, row in result.items():
+        change = row["minus_reference"]
+        lines.append(
+            f"| {name} | {shown(row['after'], True, False)} | {shown(change, True, True)} | {change['verdict']} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["run", "report"])
+    parser.add_argument("action", choices=["run", "grpo", "report"])
     parser.add_argument("--study", choices=sorted(STUDIES), required=True)
     parser.add_argument("--seed", type=int, default=0, help="run: the seed of this run (one file per seed).")
+    parser.add_argument("--arms", nargs="+", help="grpo: these arms only (default: every arm of the study).")
+    parser.add_argument("--jobs", type=int, default=3, help="grpo: seeds run at once (benchmarks/seeds.py --jobs).")
+    parser.add_argument("--flag", dest="extra", action="append", default=[], help="grpo: more recipes/grpo.py flags.")
     parser.add_argument("--steps", type=int, default=600, help="Optimizer steps per arm.")
     parser.add_argument("--corpus_size", type=int, default=20000, help="Persona documents (drills added pro rata).")
     parser.add_argument("--eval_batches", type=int, default=8, help="Held-out batches of the loss.")
     parser.add_argument("--eval_every", type=int, default=50, help="Steps between held-out losses and windows.")
-    parser.add_argument("--save", type=Path, help="run: save every arm's final model under DIR/seed-N/ARM.")
+    parser.add_argument(
+        "--save", type=Path, help="run: save every arm's final model under DIR/seed-N/ARM; grpo: GRPO from them."
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="Parent of the study's folder of seed files.")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -315,13 +370,35 @@ def main(argv=None) -> None:
         (folder / f"seed-{args.seed}.json").write_text(json.dumps(record, indent=1) + "\n")
         print(markdown(summary([record]), record["reference"], [args.seed]))
         return
+    if args.action == "grpo":
+        check_savable(args.study)
+        if args.save is None:
+            sys.exit("grpo needs --save DIR: the folder `run --save DIR` saved the arms' models in.")
+        seeds = sorted(int(p.name.removeprefix("seed-")) for p in args.save.glob("seed-*"))
+        extra = [part for flag in args.extra for part in flag.split()]
+        for arm in args.arms or list(STUDIES[args.study]["arms"]):
+            out = folder / f"grpo-{arm_folder(arm)}.json"
+            subprocess.run(grpo_command(arm, seeds, args.jobs, args.save, out, extra), check=True)
+        return
     records = sorted((json.loads(p.read_text()) for p in folder.glob("seed-*.json")), key=lambda r: r["seed"])
     if not records:
         sys.exit(f"No seed files in {folder}: run `python experiments/pretraining_arms.py run --study {args.study}`.")
     result = summary(records)
     seeds = [r["seed"] for r in records]
-    (folder / "summary.json").write_text(json.dumps({"seeds": seeds, "arms": result}, indent=1) + "\n")
+    study = STUDIES[args.study]
+    grpo_records = {
+        name: json.loads((folder / f"grpo-{arm_folder(name)}.json").read_text())
+        for name in study["arms"]
+        if (folder / f"grpo-{arm_folder(name)}.json").exists()
+    }
+    after_grpo = grpo_summary(study, grpo_records) if study["reference"] in grpo_records else {}
+    (folder / "summary.json").write_text(
+        json.dumps({"seeds": seeds, "arms": result, "after_grpo": after_grpo}, indent=1) + "\n"
+    )
     print(markdown(result, records[0]["reference"], seeds))
+    if after_grpo:
+        print("\nThe same GRPO (the main job) from each arm's model, held-out accuracy, paired by seed:\n")
+        print(grpo_markdown(after_grpo))
 
 
 if __name__ == "__main__":

@@ -17,15 +17,17 @@ spec.loader.exec_module(arms)
 TINY = ["--steps", "3", "--corpus_size", "300", "--eval_batches", "1", "--eval_every", "2"]
 
 
-def run(study: str, seed: int, results: Path) -> dict:
-    arms.main(["run", "--study", study, "--seed", str(seed), "--results", str(results), *TINY])
+def run(study: str, seed: int, results: Path, save: list[str] = ()) -> dict:
+    arms.main(["run", "--study", study, "--seed", str(seed), "--results", str(results), *save, *TINY])
     return json.loads((results / study / f"seed-{seed}.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def moe_vs_dense(tmp_path_factory):
+    """Two seeds of the study; seed 0's models saved under results/save."""
     results = tmp_path_factory.mktemp("results")
-    return results, [run("moe_vs_dense", seed, results) for seed in (0, 1)]
+    save = ["--save", str(results / "save")]
+    return results, [run("moe_vs_dense", 0, results, save), run("moe_vs_dense", 1, results)]
 
 
 def test_moe_and_dense_arms_have_the_shapes_they_claim(moe_vs_dense):
@@ -97,3 +99,26 @@ def test_grouped_query_attention_is_causal_and_decodes_from_its_cache(kv_heads):
     torch.testing.assert_close(step[:, -1], full[:, -1], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="must divide"):
         arms.GroupedQueryAttention(config, 0, kv_heads=3)
+
+
+def test_saved_arms_get_the_same_grpo_and_the_report_pairs_their_accuracy(moe_vs_dense, capsys):
+    results, _ = moe_vs_dense
+    save = results / "save"
+    chosen = ["MoE 8 experts top-2", "dense, MoE's active width"]
+    grpo = "--max_steps 1 --per_device_train_batch_size 8 --eval_max_samples 4 --eval_r1_samples 0 --save_strategy no"
+    arms.main(["grpo", "--study", "moe_vs_dense", "--save", str(save), "--results", str(results), "--jobs", "1",
+               "--arms", *chosen, "--flag", grpo])  # fmt: skip
+    record = json.loads((results / "moe_vs_dense" / "grpo-dense,_MoE's_active_width.json").read_text())
+    (run,) = record["per_seed"]
+    assert run["seed"] == 0 and "accuracy" in run["heldout"]["after"]
+    stage = json.loads((save / "grpo" / "dense,_MoE's_active_width" / "seed-0" / "stage.json").read_text())
+    assert stage["parent"].endswith("seed-0/dense,_MoE's_active_width")  # GRPO started from that arm's model
+    arms.main(["report", "--study", "moe_vs_dense", "--results", str(results)])
+    after = json.loads((results / "moe_vs_dense" / "summary.json").read_text())["after_grpo"]
+    assert set(after) == set(chosen) and after["MoE 8 experts top-2"]["minus_reference"]["mean"] == 0
+    assert "accuracy after GRPO" in capsys.readouterr().out
+
+
+def test_attention_arms_cannot_be_saved(tmp_path):
+    with pytest.raises(SystemExit, match="cannot be loaded back"):
+        arms.main(["run", "--study", "attention", "--save", str(tmp_path), "--results", str(tmp_path), *TINY])
