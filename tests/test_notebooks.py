@@ -109,6 +109,68 @@ R1_ZERO_CI_FLAGS = ["--max_steps", "4", "--eval_max_samples", "16", "--eval_r1_s
 R1_ZERO_CI_FLAGS += ["--mtp_refresh_steps", "2", "--save_strategy", "no"]
 
 
+PIPELINE_STAGES = ["r1_zero", "cold_start_sft", "reasoning_rl", "rejection_sampling", "rs_sft", "reward_model"]
+PIPELINE_STAGES += ["all_scenario_data", "all_scenario_rl", "distill_qwen2", "distill_llama"]
+PIPELINE_POLICIES = ["base", "r1_zero", "cold_start_sft", "reasoning_rl", "rs_sft", "all_scenario_rl"]
+PIPELINE_POLICIES += ["distill_qwen2", "distill_llama"]
+
+
+def check_r1_pipeline_common(r: dict) -> None:
+    """Every stage ran and every policy was measured on test and ood, and answered the same problem."""
+    assert r["stages"] == PIPELINE_STAGES and list(r["rows"]) == ["base", *PIPELINE_STAGES]
+    for name in PIPELINE_POLICIES:
+        row = r["rows"][name]
+        assert 0 <= row["accuracy"] <= 1 and 0 <= row["ood_accuracy"] <= 1 and row["format_compliance"] >= 0
+    assert [a["stage"] for a in r["same_problem"]] == PIPELINE_POLICIES
+    assert "kept_reasoning" in r["rows"]["rejection_sampling"]["note"]
+    assert r["seeds_all_scenario_accuracy"]["n"] == 3  # the committed record, read
+
+
+def check_r1_pipeline_ci(r: dict) -> None:
+    """The shrunk run (2 steps per stage, 8 problems, greedy only): too short for the pipeline's claims; the cold
+    start's SFT on well-formed chains already teaches the format (measured 0% -> 100% at 2 steps)."""
+    check_r1_pipeline_common(r)
+    assert r["settings"] == R1_PIPELINE_CI_SETTINGS
+    rows = r["rows"]
+    assert rows["cold_start_sft"]["format_compliance"] > rows["base"]["format_compliance"]
+
+
+def check_r1_pipeline_full(r: dict) -> None:
+    """The embedded default's run: R1-Zero learns the task, every R1 stage after the cold start reasons in one
+    language and stays accurate, the students learn from the traces (3 seeds: 98.8-99.2% and ~98% for the
+    students, docs/results/pipeline-tiny-seeds.json)."""
+    check_r1_pipeline_common(r)
+    rows = r["rows"]
+    assert rows["r1_zero"]["accuracy"] - rows["base"]["accuracy"] >= 0.5
+    for name in ("cold_start_sft", "reasoning_rl", "rs_sft", "all_scenario_rl"):
+        assert rows[name]["language_consistency"] >= 0.95 and rows[name]["accuracy"] >= 0.9
+    assert rows["distill_qwen2"]["accuracy"] >= 0.8 and rows["distill_llama"]["accuracy"] >= 0.8
+
+
+# r1_pipeline's CI run: 2 optimizer steps per training stage, a handful of prompts, 8 problems, greedy only
+R1_PIPELINE_CI_SETTINGS = [f"{stage}.max_steps=2" for stage in ("r1_zero", "cold_start_sft", "reasoning_rl")]
+R1_PIPELINE_CI_SETTINGS += [f"{stage}.mtp_refresh_steps=1" for stage in ("r1_zero", "reasoning_rl", "all_scenario_rl")]
+R1_PIPELINE_CI_SETTINGS += ["rejection_sampling.max_prompts=8", "rejection_sampling.num_generations=2"]
+R1_PIPELINE_CI_SETTINGS += [f"{stage}.max_steps=2" for stage in ("rs_sft", "reward_model", "all_scenario_rl")]
+R1_PIPELINE_CI_SETTINGS += ["all_scenario_data.n_train=16", "all_scenario_data.n_test=8"]
+R1_PIPELINE_CI_SETTINGS += ["distill_qwen2.max_prompts=8", "distill_qwen2.trace_num_generations=2"]
+R1_PIPELINE_CI_SETTINGS += ["distill_qwen2.max_steps=2", "distill_llama.max_steps=2"]
+R1_PIPELINE_CI_SETTINGS += ["eval.max_samples=8", "eval.r1_samples=0"]
+
+
+def check_your_model_and_data(r: dict) -> None:
+    """The CPU size: LoRA through the GSM8K config for 4 steps; offline (CI: a config-built Qwen2 and GSM8K-format
+    data, the plumbing, not learning: a random model) or online (the Hub's model and GSM8K; the slow run, where the
+    Hub is reachable)."""
+    assert r["offline"] == (r["model"] != "Qwen/Qwen2.5-0.5B-Instruct")
+    assert r["lora_r"] == 8 and r["steps"] == 4
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md", "heldout_after.json"} <= set(r["files"])
+    assert "model.safetensors" not in r["files"]  # LoRA saves the adapter, not a copy of the model
+    assert r["card_names_the_base"] and r["gold"].isdigit()  # GSM8K's '#### <n>' read by --gold_answer_regex
+    for side in ("before", "after"):
+        assert 0 <= r["heldout"][side]["accuracy"] <= 1
+
+
 def check_your_model_and_data(r: dict) -> None:
     """The CPU size: LoRA through the GSM8K config for 4 steps; offline (CI: a config-built Qwen2 and GSM8K-format
     data, the plumbing, not learning: a random model) or online (the Hub's model and GSM8K; the slow run, where the
@@ -139,7 +201,9 @@ NOTEBOOKS = {
         ci_parameters={"RECIPE_FLAGS": R1_ZERO_CI_FLAGS},
         ci_check=check_r1_zero_ci,
     ),
-    "your_model_and_data.ipynb": Notebook(
+    "r1_pipeline.ipynb": Notebook(
+        check_r1_pipeline_full,  # the whole pipeline: about 40 minutes on 2 cores
+        ci_parameters={"SETTINGS": R1_PIPELINE_CI_SETTINGS    "your_model_and_data.ipynb": Notebook(
         check_your_model_and_data,  # offline about 30 s; online it downloads Qwen2.5-0.5B-Instruct and GSM8K
         ci_parameters={"OFFLINE": True},
     ),
