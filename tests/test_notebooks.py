@@ -203,7 +203,10 @@ NOTEBOOKS = {
     ),
     "r1_pipeline.ipynb": Notebook(
         check_r1_pipeline_full,  # the whole pipeline: about 40 minutes on 2 cores
-        ci_parameters={"SETTINGS": R1_PIPELINE_CI_SETTINGS    "your_model_and_data.ipynb": Notebook(
+        ci_parameters={"SETTINGS": R1_PIPELINE_CI_SETTINGS},
+        ci_check=check_r1_pipeline_ci,
+    ),
+    "your_model_and_data.ipynb": Notebook(
         check_your_model_and_data,  # offline about 30 s; online it downloads Qwen2.5-0.5B-Instruct and GSM8K
         ci_parameters={"OFFLINE": True},
     ),
