@@ -38,7 +38,7 @@ from datasets import Dataset, DatasetDict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from seeds import add_seed_arguments, interval  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from seeds import add_seed_arguments, interval, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 from recipes.lib.task import make_prompt, tagged  # noqa: E402
 
@@ -189,6 +189,18 @@ def summarise_curves(per_seed: list[dict]) -> dict[str, list[dict]]:
     return result
 
 
+def curve_ends(per_seed: list[dict], steps: int = 10) -> dict[str, dict]:
+    """Per curve: its mean over each seed's first and last `steps` logged steps, as intervals over seeds, and the
+    change from first to last, paired by seed."""
+    ends = {}
+    for name in per_seed[0]:
+        first = [statistics.fmean(c[name][s] for s in sorted(c[name])[:steps]) for c in per_seed]
+        last = [statistics.fmean(c[name][s] for s in sorted(c[name])[-steps:]) for c in per_seed]
+        ends[name] = {"first": interval(first), "last": interval(last),
+                      "change": interval([b - a for a, b in zip(first, last)])}  # fmt: skip
+    return ends
+
+
 def report(work: Path, results: Path, tasks: list[str]) -> dict:
     result = {}
     for task in tasks:
@@ -199,6 +211,7 @@ def report(work: Path, results: Path, tasks: list[str]) -> dict:
             "seeds": [row["seed"] for row in record["per_seed"]],
             "heldout": {name: heldout[name] for name in HELDOUT_METRICS if name in heldout},
             "curves": summarise_curves(per_seed),
+            "curve_ends": curve_ends(per_seed),
         }
     return result
 
@@ -230,21 +243,22 @@ def plot(result: dict, path: Path) -> None:
 
 
 def markdown(result: dict) -> str:
+    """Held-out metrics before -> after GRPO with the change; then each training curve's first and last 10 steps."""
     lines = ["| task | " + " | ".join(f"{m}: before -> after, change" for m in HELDOUT_METRICS) + " |",
              "|---|" + "---|" * len(HELDOUT_METRICS)]  # fmt: skip
-    for task in result:
+    for task, row in result.items():
         cells = []
         for name in HELDOUT_METRICS:
-            stats = result[task]["heldout"].get(name)
-            if stats is None:
-                cells.append("")
-                continue
-            scale = 1 if name == "mean_completion_tokens" else 100
-            change = stats["change"]
-            bounds = "" if change["low"] is None else f" [{scale * change['low']:+.1f}, {scale * change['high']:+.1f}]"
-            cells.append(f"{scale * stats['before']['mean']:.1f} -> {scale * stats['after']['mean']:.1f}, "
-                         f"{scale * change['mean']:+.1f}{bounds}")  # fmt: skip
+            stats, share = row["heldout"].get(name), name != "mean_completion_tokens"
+            cells.append("" if stats is None else f"{shown(stats['before'], share, False)} -> "
+                         f"{shown(stats['after'], share, False)}, {shown(stats['change'], share, True)}")  # fmt: skip
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    lines += ["", "| task | curve | first 10 steps | last 10 steps | change |", "|---|---|---|---|---|"]
+    for task, row in result.items():
+        for name, ends in row["curve_ends"].items():
+            share = name != "length"
+            cells = [shown(ends[side], share, side == "change") for side in ("first", "last", "change")]
+            lines.append(f"| {task} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -274,8 +288,9 @@ def main(argv=None) -> None:
     result = report(args.work, args.results, args.tasks)
     (args.results / "aha-moment.json").write_text(json.dumps(result, indent=1) + "\n")
     plot(result, args.results / "aha-moment.png")
-    print("Held-out (test split, greedy) before and after GRPO, mean over seeds; change paired by seed [95% "
-          "interval]; the curves per step are in aha-moment.json and aha-moment.png.\n")  # fmt: skip
+    print("Held-out (test split, greedy) before and after GRPO, and the training curves' first and last 10 steps: mean "
+          "[95% interval] over seeds, changes paired by seed; the curves per step are in aha-moment.json and "
+          "aha-moment.png.\n")  # fmt: skip
     print(markdown(result))
 
 
