@@ -50,6 +50,15 @@ def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=3, help="Seeds run at once (benchmarks/seeds.py --jobs).")
 
 
+def seeds_command(seeds: list[int], jobs: int, runs: Path, out: Path, command: list[str]) -> list[str]:
+    """The command line that runs `command` over `seeds` through this script, its runs under `runs`, its record in
+    `out`: how the experiments run an arm."""
+    return [
+        sys.executable, str(Path(__file__).resolve()), "--seeds", *map(str, seeds), "--jobs", str(jobs),
+        "--runs", str(runs), "--out", str(out), "--", *command,
+    ]  # fmt: skip
+
+
 def interval(values: list[float]) -> dict:
     """Mean, standard deviation over seeds and the 95% t-interval of the mean (None bounds with one seed)."""
     n, mean = len(values), statistics.fmean(values)

@@ -38,7 +38,7 @@ from datasets import Dataset, DatasetDict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from seeds import add_seed_arguments, interval, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from seeds import add_seed_arguments, interval, seeds_command, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 from recipes.lib.task import make_prompt, tagged  # noqa: E402
 
@@ -150,12 +150,9 @@ def grpo_command(task: str, seeds: list[int], jobs: int, work: Path, results: Pa
     variant, from its base and on its splits."""
     variant = ["--model_name_or_path", str(work / "base"), "--dataset_name", str(work / "data")]
     variant = variant if task == "subtraction" else []
-    return [
-        sys.executable, str(ROOT / "benchmarks" / "seeds.py"), "--seeds", *map(str, seeds), "--jobs", str(jobs),
-        "--runs", str(work / f"grpo-{task}"), "--out", str(results / f"aha-{task}.json"), "--",
-        "accelerate", "launch", str(ROOT / "recipes" / "grpo.py"), "--logging_steps", "1", "--log_completions", "true",
-        "--mtp_refresh_steps", "0", *variant, *extra,
-    ]  # fmt: skip
+    grpo = ["accelerate", "launch", str(ROOT / "recipes" / "grpo.py"), "--logging_steps", "1", "--log_completions",
+            "true", "--mtp_refresh_steps", "0", *variant, *extra]  # fmt: skip
+    return seeds_command(seeds, jobs, work / f"grpo-{task}", results / f"aha-{task}.json", grpo)
 
 
 # ------------------------------------------------------------------------------------------------------------------

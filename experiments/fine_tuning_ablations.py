@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from seeds import add_seed_arguments, compare, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from seeds import add_seed_arguments, compare, seeds_command, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 RESULTS = ROOT / "docs" / "results" / "research"
 DEFAULT_RECORD = ROOT / "docs" / "results" / "pipeline-tiny-seeds.json"
@@ -59,11 +59,8 @@ def arm_command(
     """The `benchmarks/seeds.py` command line of one arm: its seeds' runs under `runs`, its record in `results`."""
     settings = [flag for setting in ARMS[arm]["settings"] for flag in ("--set", setting)]
     reused = ["--reuse", str(reuse / "seed-{seed}")] if reuse else []
-    return [
-        sys.executable, str(ROOT / "benchmarks" / "seeds.py"), "--seeds", *map(str, seeds), "--jobs", str(jobs),
-        "--runs", str(runs / f"ablation-{arm}"), "--out", str(results / f"ablation-{arm}.json"), "--",
-        sys.executable, str(ROOT / "recipes" / "pipeline.py"), *settings, *extra, *reused,
-    ]  # fmt: skip
+    pipeline = [sys.executable, str(ROOT / "recipes" / "pipeline.py"), *settings, *extra, *reused]
+    return seeds_command(seeds, jobs, runs / f"ablation-{arm}", results / f"ablation-{arm}.json", pipeline)
 
 
 def report(default: dict, arms: dict[str, dict]) -> dict:

@@ -42,7 +42,7 @@ sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "experiments")]  # folders 
 from efficiency import count_parameters, model_flops  # noqa: E402
 from fp8_loss_gap import heldout_loss, load_recipe, lockstep_batches  # noqa: E402
 from fp8_loss_gap import train_step as lockstep_step  # noqa: E402
-from seeds import compare, interval, shown, verdict  # noqa: E402
+from seeds import compare, interval, seeds_command, shown, verdict  # noqa: E402
 
 from modeling_deepseek_mini.modeling_deepseek_mini import (  # noqa: E402
     DeepseekMiniAttention,
@@ -264,12 +264,9 @@ def run(
 
 def grpo_command(arm: str, seeds: list[int], jobs: int, save: Path, out: Path, extra: list[str]) -> list[str]:
     """The main job's GRPO (recipes/configs/grpo_tiny.yaml) from each seed's saved model of `arm`, over those seeds."""
-    return [
-        sys.executable, str(ROOT / "benchmarks" / "seeds.py"), "--seeds", *map(str, seeds), "--jobs", str(jobs),
-        "--runs", str(save / "grpo" / arm_folder(arm)), "--out", str(out), "--", "accelerate", "launch",
-        str(ROOT / "recipes" / "grpo.py"), "--model_name_or_path", str(save / "seed-{seed}" / arm_folder(arm)),
-        "--mtp_refresh_steps", "0", *extra,
-    ]  # fmt: skip
+    grpo = ["accelerate", "launch", str(ROOT / "recipes" / "grpo.py"), "--model_name_or_path",
+            str(save / "seed-{seed}" / arm_folder(arm)), "--mtp_refresh_steps", "0", *extra]  # fmt: skip
+    return seeds_command(seeds, jobs, save / "grpo" / arm_folder(arm), out, grpo)
 
 
 def grpo_summary(study: dict, records: dict[str, dict]) -> dict:

@@ -31,7 +31,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from seeds import add_seed_arguments, compare, interval, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from seeds import add_seed_arguments, compare, interval, seeds_command, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 from recipes.lib.task import make_prompt, make_splits  # noqa: E402
 from rewards.accuracy import INTEGER, AnswerChecker  # noqa: E402
@@ -58,11 +58,8 @@ def slug(arm: str) -> str:
 
 
 def arm_command(arm: str, seeds: list[int], jobs: int, results: Path, runs: Path, extra: list[str]) -> list[str]:
-    return [
-        sys.executable, str(ROOT / "benchmarks" / "seeds.py"), "--seeds", *map(str, seeds), "--jobs", str(jobs),
-        "--runs", str(runs / f"rewards-{slug(arm)}"), "--out", str(results / f"rewards-{slug(arm)}.json"), "--",
-        "accelerate", "launch", str(ROOT / "recipes" / "grpo.py"), "--log_completions", "true", *ARMS[arm], *extra,
-    ]  # fmt: skip
+    grpo = ["accelerate", "launch", str(ROOT / "recipes" / "grpo.py"), "--log_completions", "true", *ARMS[arm], *extra]
+    return seeds_command(seeds, jobs, runs / f"rewards-{slug(arm)}", results / f"rewards-{slug(arm)}.json", grpo)
 
 
 class HackDetector:

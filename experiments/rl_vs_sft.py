@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from seeds import add_seed_arguments, compare, interval, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from seeds import add_seed_arguments, compare, interval, seeds_command, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 from recipes.lib.evaluation import generate_completions  # noqa: E402
 from recipes.lib.task import OPENERS, persona_of  # noqa: E402
@@ -154,14 +154,8 @@ def main(argv=None) -> None:
     settings = [f"distill_r1.dataset_name={traces}", *args.extra]
     if args.action == "run":
         flags = [part for setting in settings for part in ("--set", setting)]
-        subprocess.run(
-            [
-                sys.executable, str(ROOT / "benchmarks" / "seeds.py"), "--seeds", *map(str, args.seeds),
-                "--jobs", str(args.jobs), "--runs", str(args.runs), "--out", str(record_path), "--",
-                sys.executable, str(ROOT / "recipes" / "pipeline.py"), "--config", str(CONFIG), *flags,
-            ],
-            check=True,
-        )  # fmt: skip
+        pipeline = [sys.executable, str(ROOT / "recipes" / "pipeline.py"), "--config", str(CONFIG), *flags]
+        subprocess.run(seeds_command(args.seeds, args.jobs, args.runs, record_path, pipeline), check=True)
         record = json.loads(record_path.read_text())
         seeded = [[s.replace("{seed}", str(row["seed"])) for s in settings] for row in record["per_seed"]]
         per_seed = [
