@@ -3,9 +3,9 @@
 Only the inputs of the GEMMs are FP8 (E4M3); the parameters stay what they are (fp32 master weights, or bf16), the bias
 is added in high precision, and whatever is not a GEMM of a linear layer is untouched.
 
-The maths. A tensor is cut into groups; group g gets one scale s_g = amax_g / 448 (448: E4M3's largest value), computed
-from the tensor at hand (online, no amax history), and its values become q = round_E4M3(x / s_g). A GEMM multiplies the
-q's and multiplies each partial sum by the scales of the two groups it came from. Groups:
+The maths. A tensor is cut into groups; group g gets one scale s_g = max(amax_g, 1e-12) / 448 (448: E4M3's largest
+value), computed from the tensor at hand (online, no amax history), and its values become q = round_E4M3(x / s_g). A
+GEMM multiplies the q's and multiplies each partial sum by the scales of the two groups it came from. Groups:
 - recipe "blockwise" (V3): activations and activation gradients in 1x128 tiles (one row, 128 consecutive entries along
   the GEMM's contraction dim), weights in 128x128 blocks;
 - recipe "tensorwise" (the usual per-tensor FP8, the contrast): one scale per tensor, so one outlier sets the scale of
@@ -42,6 +42,10 @@ from torch import nn
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = torch.finfo(E4M3).max  # 448
 TILE = 128  # V3: 1x128 activation tiles, 128x128 weight blocks, promotion to fp32 every 128 elements of K
+# A group's amax is floored here before it becomes a scale. Without a floor a group of tiny subnormals (a gradient tile
+# of 1e-45, met in training) gets amax / 448 = 0 and 0 / 0 = NaN; with it, groups below the floor (zeros included)
+# quantise against the floor, so values under ~1e-15 flush to zero. torchao's blockwise FP8 floors at 1e-12 too.
+AMAX_FLOOR = 1e-12
 FP8_RECIPES = ("blockwise", "tensorwise")
 GROUP_SHAPES = {"tile": (1, TILE), "block": (TILE, TILE)}  # "tensor": the whole (R, C)
 
@@ -66,8 +70,8 @@ def quantize(x: torch.Tensor, group: str) -> tuple[torch.Tensor, torch.Tensor]:
     r, c = (R, C) if group == "tensor" else GROUP_SHAPES[group]
     x = F.pad(x.float(), (0, -C % c, 0, -R % r))
     groups = x.reshape(x.shape[0] // r, r, x.shape[1] // c, c)
-    amax = groups.abs().amax(dim=(1, 3), keepdim=True)
-    scale = torch.where(amax > 0, amax / E4M3_MAX, 1.0)  # an all-zero group keeps its zeros
+    amax = groups.abs().amax(dim=(1, 3), keepdim=True).clamp(min=AMAX_FLOOR)
+    scale = amax / E4M3_MAX
     return (groups / scale).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3), scale
 
 

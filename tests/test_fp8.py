@@ -39,6 +39,25 @@ def test_round_trip_error_is_within_e4m3_rounding_of_each_group(group, shape):
     assert len(amax) > 0 and error[amax[:, 0], amax[:, 1]].max() <= 1e-6 * x.abs().max()
 
 
+@pytest.mark.parametrize("group", ["tile", "block", "tensor"])
+def test_groups_of_subnormals_and_zeros_quantise_finite(group):
+    """A group whose amax is a float32 subnormal (1e-45: a dying unit's gradient tile, met in FP8 training under an
+    outlier) once got the scale amax / 448 = 0 and came back NaN (0 / 0), poisoning the GEMM it fed. Its values now
+    flush to zero and zeros stay zeros, also when the whole tensor is such a group; a GEMM with such a tile next to
+    ordinary values stays finite and close to fp32."""
+    tiny = torch.zeros(256, 256)
+    tiny[3, :3] = torch.tensor([1.4e-45, -1.4e-45, 3e-44])
+    q, scale = quantize(tiny, group)
+    assert (scale > 0).all() and torch.isfinite(q.float()).all()
+    assert (fake_quantize(tiny, group) == 0).all()
+
+    torch.manual_seed(0)
+    x, w = tiny.clone(), torch.randn(64, 256)
+    x[200:] = torch.randn(56, 256)
+    product = fp8.fp8_mm(x, w, "tensorwise" if group == "tensor" else "blockwise")
+    assert torch.isfinite(product).all() and relative_error(product, x @ w.T) < 0.05
+
+
 def test_blockwise_scaling_keeps_precision_that_an_outlier_channel_takes_from_tensorwise():
     """One input channel 10^5 times larger than the rest. One scale per tensor pushes every other value into E4M3's
     subnormals; 1x128 tiles confine the damage to the tiles holding that channel, the other channels keep 2^-5."""
