@@ -136,7 +136,8 @@ def summarise_stages(per_seed: list[dict]) -> dict:
 
 
 def summarise(per_seed: list[dict]) -> dict:
-    """{evaluation: {metric: {"before", "after", "change"}}} over the seeds; for a pipeline {"stages": ...}."""
+    """{evaluation: {metric: {"before", "after", "change"}}} over the seeds, for the metrics every seed measured on
+    both sides (NaN: could not judge, e.g. language with no words); for a pipeline {"stages": ...}."""
     if all("stages" in run for run in per_seed):
         return {"stages": summarise_stages(per_seed)}
     summary = {}
@@ -144,6 +145,8 @@ def summarise(per_seed: list[dict]) -> dict:
         runs = [run[evaluation] for run in per_seed]
         summary[evaluation] = {}
         for name in (n for n in runs[0]["after"] if not n.endswith("_stderr")):
+            if any(math.isnan(run[side][name]) for run in runs for side in ("before", "after")):
+                continue
             before = [run["before"][name] for run in runs]
             after = [run["after"][name] for run in runs]
             change = interval([a - b for a, b in zip(after, before)])

@@ -89,6 +89,20 @@ def test_two_arms_are_compared_by_the_interval_of_their_difference(tmp_path, cap
     assert "accuracy: 10.3 [" in capsys.readouterr().out
 
 
+def test_a_metric_one_seed_could_not_judge_is_left_out_of_the_summary_not_a_crash():
+    """A NaN metric (the language of completions with no words to judge) in one seed's run: that metric gets no
+    interval, the others keep theirs (it once crashed the summary after every seed had trained)."""
+    nan = float("nan")
+    runs = [
+        {"seed": s, "heldout": {"before": {"accuracy": 0.1, "language_consistency": 1.0},
+                                "after": {"accuracy": a, "language_consistency": lang}}}
+        for s, a, lang in [(0, 0.5, 1.0), (1, 0.6, nan), (2, 0.55, 0.9)]
+    ]  # fmt: skip
+    summary = seeds.summarise(runs)["heldout"]
+    assert set(summary) == {"accuracy"}
+    assert summary["accuracy"]["after"]["mean"] == pytest.approx(0.55)
+
+
 # A stand-in for the pipeline: one row per stage in results.json, as recipes/pipeline.py writes it.
 FAKE_PIPELINE = """
 import json, sys
