@@ -37,8 +37,9 @@ import pandas as pd
 from datasets import Dataset, DatasetDict
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from seeds import add_seed_arguments, interval, seeds_command, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "experiments")]  # folders of scripts, not packages
+from curves import curve_ends, logged_curves, plot_curves, summarise_curves  # noqa: E402
+from seeds import add_seed_arguments, seeds_command, shown  # noqa: E402
 
 from recipes.lib.task import make_prompt, tagged  # noqa: E402
 
@@ -170,32 +171,7 @@ def checking_rate(run: Path) -> dict[int, float]:
 
 def seed_curves(run: Path) -> dict[str, dict[int, float]]:
     """One seed's curves: the logged metrics per step, and the checking rate from its logged completions."""
-    state = json.loads((run / "trainer_state.json").read_text())
-    curves = {
-        name: {row["step"]: row[key] for row in state["log_history"] if key in row} for name, key in CURVES.items()
-    }
-    return {**curves, "checking_rate": checking_rate(run)}
-
-
-def summarise_curves(per_seed: list[dict]) -> dict[str, list[dict]]:
-    """Per curve and step (the steps every seed logged): mean and 95% interval over seeds."""
-    result = {}
-    for name in per_seed[0]:
-        steps = sorted(set.intersection(*(set(curves[name]) for curves in per_seed)))
-        result[name] = [{"step": step, **interval([curves[name][step] for curves in per_seed])} for step in steps]
-    return result
-
-
-def curve_ends(per_seed: list[dict], steps: int = 10) -> dict[str, dict]:
-    """Per curve: its mean over each seed's first and last `steps` logged steps, as intervals over seeds, and the
-    change from first to last, paired by seed."""
-    ends = {}
-    for name in per_seed[0]:
-        first = [statistics.fmean(c[name][s] for s in sorted(c[name])[:steps]) for c in per_seed]
-        last = [statistics.fmean(c[name][s] for s in sorted(c[name])[-steps:]) for c in per_seed]
-        ends[name] = {"first": interval(first), "last": interval(last),
-                      "change": interval([b - a for a, b in zip(first, last)])}  # fmt: skip
-    return ends
+    return {**logged_curves(run, CURVES), "checking_rate": checking_rate(run)}
 
 
 def report(work: Path, results: Path, tasks: list[str]) -> dict:
@@ -211,32 +187,6 @@ def report(work: Path, results: Path, tasks: list[str]) -> dict:
             "curve_ends": curve_ends(per_seed),
         }
     return result
-
-
-def plot(result: dict, path: Path) -> None:
-    """Accuracy, reflection, checking and length over GRPO steps, both tasks, mean over seeds with its interval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = ("accuracy", "reflection_rate", "checking_rate", "length")
-    fig, axes = plt.subplots(1, len(panels), figsize=(16, 3.4))
-    for ax, name in zip(axes, panels):
-        for task, task_result in result.items():
-            points = task_result["curves"].get(name, [])
-            if not points:
-                continue
-            steps = [p["step"] for p in points]
-            ax.plot(steps, [p["mean"] for p in points], label=task)
-            if points[0]["low"] is not None:
-                ax.fill_between(steps, [p["low"] for p in points], [p["high"] for p in points], alpha=0.2)
-        ax.set(title=name.replace("_", " "), xlabel="GRPO step")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def markdown(result: dict) -> str:
@@ -284,7 +234,9 @@ def main(argv=None) -> None:
         return
     result = report(args.work, args.results, args.tasks)
     (args.results / "aha-moment.json").write_text(json.dumps(result, indent=1) + "\n")
-    plot(result, args.results / "aha-moment.png")
+    panels = {name: name.replace("_", " ") for name in ("accuracy", "reflection_rate", "checking_rate", "length")}
+    curves = {task: task_result["curves"] for task, task_result in result.items()}
+    plot_curves(curves, panels, "GRPO step", args.results / "aha-moment.png")
     print("Held-out (test split, greedy) before and after GRPO, and the training curves' first and last 10 steps: mean "
           "[95% interval] over seeds, changes paired by seed; the curves per step are in aha-moment.json and "
           "aha-moment.png.\n")  # fmt: skip

@@ -18,7 +18,9 @@ imbalance of each MoE layer (max over mean of the tokens routed to its experts i
 the training loss, the parameters (total and active per token), the training FLOPs per token, the values cached per
 token per layer (measured from the cache of one forward) and the median thread CPU time per step (the arms
 interleaved, so load from other processes falls on all alike). `report` gives each arm's final held-out loss as a
-mean with a 95% interval over seeds and its difference from the study's reference arm, paired by seed. With `--save
+mean with a 95% interval over seeds and its difference from the study's reference arm, paired by seed, and plots the
+arms' held-out loss and expert load over training (`curves.png`; for balancing also the final loss against the final
+load, `loss-vs-balance.png`: V3's claim is a lower loss at equal balance). With `--save
 DIR` every arm's final model is saved (safetensors, with the tokenizer); `grpo` then runs the main job's GRPO from
 each arm's model of every saved seed (`benchmarks/seeds.py`, the GRPO seed = the pretraining seed), and `report`
 adds each arm's held-out accuracy after it, minus the reference arm's, paired by seed.
@@ -39,6 +41,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "experiments")]  # folders of scripts, not packages
+from curves import plot_curves, summarise_curves  # noqa: E402
 from efficiency import count_parameters, model_flops  # noqa: E402
 from fp8_loss_gap import heldout_loss, load_recipe, lockstep_batches  # noqa: E402
 from fp8_loss_gap import train_step as lockstep_step  # noqa: E402
@@ -306,6 +309,47 @@ def summary(records: list[dict]) -> dict:
     return result
 
 
+def arm_curves(records: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    """Per arm: its held-out loss and its max/mean load (mean over MoE layers; dense arms have none) per step, mean
+    and 95% interval over seeds."""
+    result = {}
+    for name in records[0]["arms"]:
+        per_seed = []
+        for record in records:
+            arm = record["arms"][name]
+            curves = {"heldout_loss": {point["step"]: point["loss"] for point in arm["heldout_curve"]}}
+            if arm["imbalance_curve"]:
+                layers = list(arm["imbalance_curve"].values())  # [layer][window] {"last_step", "value"}
+                curves["imbalance"] = {
+                    windows[0]["last_step"]: statistics.fmean(w["value"] for w in windows) for windows in zip(*layers)
+                }
+            per_seed.append(curves)
+        result[name] = summarise_curves(per_seed)
+    return result
+
+
+def plot_tradeoff(result: dict, path: Path) -> None:
+    """Final held-out loss against final max/mean load, one point per arm with both 95% intervals: V3's claim is a
+    lower loss at equal balance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, row in result.items():
+        x, y = row["final_imbalance"], row["heldout_loss"]
+        xerr = [[x["mean"] - x["low"]], [x["high"] - x["mean"]]] if x["low"] is not None else None
+        yerr = [[y["mean"] - y["low"]], [y["high"] - y["mean"]]] if y["low"] is not None else None
+        ax.errorbar(x["mean"], y["mean"], xerr=xerr, yerr=yerr, fmt="o", capsize=3, label=name)
+    ax.set(xlabel="max/mean expert load, last window (1 = balanced)", ylabel="held-out loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def markdown(result: dict, reference: str, seeds: list[int]) -> str:
     def shown(stats: dict | None, digits: int = 4) -> str:
         if stats is None:
@@ -392,6 +436,10 @@ def main(argv=None) -> None:
     (folder / "summary.json").write_text(
         json.dumps({"seeds": seeds, "arms": result, "after_grpo": after_grpo}, indent=1) + "\n"
     )
+    panels = {"heldout_loss": "held-out loss", "imbalance": "max/mean expert load (mean over MoE layers)"}
+    plot_curves(arm_curves(records), panels, "pretraining step", folder / "curves.png", columns=2)
+    if args.study == "balancing":
+        plot_tradeoff(result, folder / "loss-vs-balance.png")
     print(markdown(result, records[0]["reference"], seeds))
     if after_grpo:
         print("\nThe same GRPO (the main job) from each arm's model, held-out accuracy, paired by seed:\n")

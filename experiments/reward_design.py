@@ -2,13 +2,14 @@
 
     python experiments/reward_design.py run                       # every arm, 3 seeds each (benchmarks/seeds.py)
     python experiments/reward_design.py run --arms "format only" --seeds 0 1 2 3 4
-    python experiments/reward_design.py report                    # -> docs/results/research/reward-design.json
+    python experiments/reward_design.py report                    # -> docs/results/research/reward-design.json, .png
 
 Each arm is the main job (`accelerate launch recipes/grpo.py`, recipes/configs/grpo_tiny.yaml) with other rewards or
 weights, over training seeds, measured on the test and out-of-distribution splits (greedy and R1's pass@1), with the
 training completions logged (`--log_completions`). The report gives, per arm, the held-out metrics minus the default
-arm's (accuracy + format, weights 1 and 1), paired by seed, and the rate of reward hacks in the training completions
-over steps: answers that score but are not answers.
+arm's (accuracy + format, weights 1 and 1), paired by seed, and its training curves over seeds (experiments/curves.py):
+the accuracy, format compliance, language consistency and length the trainer logs whatever the rewards, and the rate
+of reward hacks in the logged training completions, answers that score but are not answers.
 
 Reward hacks, per completion (`hacks`):
 - `expression_answer`: the answer slot holds an expression equal to the gold that is not one integer (e.g.
@@ -30,8 +31,9 @@ import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from seeds import add_seed_arguments, compare, interval, seeds_command, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "experiments")]  # folders of scripts, not packages
+from curves import curve_ends, logged_curves, plot_curves, summarise_curves  # noqa: E402
+from seeds import add_seed_arguments, compare, seeds_command, shown  # noqa: E402
 
 from recipes.lib.task import make_prompt, make_splits  # noqa: E402
 from rewards.accuracy import INTEGER, AnswerChecker  # noqa: E402
@@ -51,6 +53,14 @@ ARMS = {
 }
 REPORTED = ("accuracy", "format_compliance", "language_consistency", "ood_accuracy", "mean_completion_tokens")
 HACKS = ("expression_answer", "empty_reasoning", "format_without_answer")
+CURVES = {  # curve: the trainer's logged key (recipes/lib/grpo_trainer.py logs them whatever the rewards)
+    "accuracy": "r1/accuracy",
+    "format_compliance": "r1/format_compliance",
+    "language_consistency": "r1/language_consistency",
+    "length": "completions/mean_length",
+}
+PANELS = {name: name.replace("_", " ") for name in CURVES} | {hack: "hack: " + hack.replace("_", " ") for hack in HACKS}
+ENDS = 5  # logged steps at each end of a curve (the main job logs every 2 of its 50 steps)
 
 
 def slug(arm: str) -> str:
@@ -92,41 +102,44 @@ def builtin_golds() -> dict[str, str]:
     return {make_prompt(problem): gold for problem, gold in zip(train["problem"], train["solution"])}
 
 
-def hack_rates(run: Path, detector: HackDetector, golds: dict[str, str]) -> list[dict]:
-    """Per logged training step of the run: the share of its completions with each hack."""
-    rows = []
+def hack_rates(run: Path, detector: HackDetector, golds: dict[str, str]) -> dict[str, dict[int, float]]:
+    """Per hack and logged training step of the run: the share of that step's completions with the hack."""
+    rates = {hack: {} for hack in HACKS}
     for path in sorted((run / "completions").glob("*.parquet")):
         table = pd.read_parquet(path)
         known = [(c, golds[p]) for c, p in zip(table["completion"], table["prompt"]) if p in golds]
         if not known:
             continue
-        labels = detector([c for c, _ in known], [g for _, g in known])
-        rows.append(
-            {"step": int(table["step"].iloc[0]), **{h: statistics.fmean(label[h] for label in labels) for h in HACKS}}
-        )
-    return rows
+        labels, step = detector([c for c, _ in known], [g for _, g in known]), int(table["step"].iloc[0])
+        for hack in HACKS:
+            rates[hack][step] = statistics.fmean(label[hack] for label in labels)
+    return rates
 
 
 def report(records: dict[str, dict], runs: Path) -> dict:
+    """Per arm: its held-out metrics minus the default arm's (paired by seed), and its training curves (the trainer's
+    logged signals and the hack rates) per step and at their ends, over seeds."""
     detector, golds, default = HackDetector(), builtin_golds(), records[DEFAULT_ARM]
     result = {}
     for arm, record in records.items():
-        curves = [
-            hack_rates(runs / f"rewards-{slug(arm)}" / f"seed-{r['seed']}", detector, golds) for r in record["per_seed"]
-        ]
-        final = {h: interval([curve[-1][h] for curve in curves if curve]) for h in HACKS} if all(curves) else {}
+        per_seed = []
+        for row in record["per_seed"]:
+            run = runs / f"rewards-{slug(arm)}" / f"seed-{row['seed']}"
+            per_seed.append({**logged_curves(run, CURVES), **hack_rates(run, detector, golds)})
         result[arm] = {
+            "seeds": [row["seed"] for row in record["per_seed"]],
             "minus_default": {k: v for k, v in compare(default, record).items() if k in REPORTED},
-            "hacks_last_logged_step": final,
-            "hack_curves": curves,
+            "curves": summarise_curves(per_seed),
+            "curve_ends": curve_ends(per_seed, ENDS),
         }
     return result
 
 
 def markdown(result: dict) -> str:
+    """Held-out metrics minus the default's; then each training curve's last logged steps and its change."""
     lines = [
-        "| arm | " + " | ".join(f"{name} minus default" for name in REPORTED) + " | " + " | ".join(HACKS) + " |",
-        "|---|" + "---:|" * (len(REPORTED) + len(HACKS)),
+        "| arm | " + " | ".join(f"{name} minus default" for name in REPORTED) + " |",
+        "|---|" + "---:|" * len(REPORTED),
     ]
     for arm, row in result.items():
         cells = [
@@ -134,8 +147,12 @@ def markdown(result: dict) -> str:
             else shown(row["minus_default"][name], name != "mean_completion_tokens", True)
             for name in REPORTED
         ]  # fmt: skip
-        cells += [f"{100 * row['hacks_last_logged_step'][h]['mean']:.1f}" if row["hacks_last_logged_step"] else ""
-                  for h in HACKS]  # fmt: skip
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    lines += ["", "| arm | " + " | ".join(PANELS.values()) + " |", "|---|" + "---:|" * len(PANELS)]
+    for arm, row in result.items():
+        ends = row["curve_ends"]
+        cells = [f"{shown(ends[name]['last'], share, False)} ({shown(ends[name]['change'], share, True)})"
+                 for name, share in ((name, name != "length") for name in PANELS)]  # fmt: skip
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -158,9 +175,13 @@ def main(argv=None) -> None:
     records = {arm: json.loads((args.results / f"rewards-{slug(arm)}.json").read_text()) for arm in arms}
     result = report(records, args.runs)
     (args.results / "reward-design.json").write_text(json.dumps(result, indent=1) + "\n")
+    curves = {arm: row["curves"] for arm, row in result.items()}
+    plot_curves(curves, PANELS, "GRPO step", args.results / "reward-design.png")
     print(
-        "Each arm minus the default (accuracy + format, weights 1 and 1), paired by seed: mean [95% interval] in "
-        "points (tokens for the length); hacks: % of the last logged step's training completions, mean over seeds.\n"
+        "Held-out (greedy test and ood): each arm minus the default (accuracy + format, weights 1 and 1), paired by "
+        f"seed, mean [95% interval] in points (tokens for the length). Then the training curves: mean over the last "
+        f"{ENDS} logged steps (in brackets, its change from the first {ENDS}, paired by seed); the curves per step are "
+        "in reward-design.json and reward-design.png.\n"
     )
     print(markdown(result))
 

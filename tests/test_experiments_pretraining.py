@@ -57,6 +57,15 @@ def test_report_pairs_arms_with_the_reference_by_seed(moe_vs_dense, capsys):
     assert summary["arms"]["MoE 8 experts top-2"]["minus_reference"]["mean"] == 0
     assert "| dense, MoE's total width |" in capsys.readouterr().out
 
+    curves = arms.arm_curves(records)  # what curves.png plots
+    assert [p["step"] for p in curves[name]["heldout_loss"]] == [2, 3] and "imbalance" not in curves[name]
+    losses = [[p["loss"] for p in r["arms"][name]["heldout_curve"]] for r in records]
+    assert [p["mean"] for p in curves[name]["heldout_loss"]] == pytest.approx([sum(pair) / 2 for pair in zip(*losses)])
+    moe_load = [p["mean"] for p in curves["MoE 8 experts top-2"]["imbalance"]]
+    assert len(moe_load) == 2 and all(load >= 1.0 for load in moe_load)  # max/mean load: 1 when balanced
+    assert (results / "moe_vs_dense" / "curves.png").exists()
+    assert not (results / "moe_vs_dense" / "loss-vs-balance.png").exists()  # the balancing study's plot
+
 
 @pytest.mark.parametrize("study", ["balancing", "mtp_depth"])
 def test_the_other_studies_run(study, tmp_path):
@@ -67,6 +76,9 @@ def test_the_other_studies_run(study, tmp_path):
         assert math.isfinite(arm["heldout_loss"])
     if study == "mtp_depth":
         assert record["arms"]["MTP depth 0"]["mtp_parameters"] == 0 < record["arms"]["MTP depth 1"]["mtp_parameters"]
+    arms.main(["report", "--study", study, "--results", str(tmp_path)])
+    assert (tmp_path / study / "curves.png").exists()
+    assert (tmp_path / study / "loss-vs-balance.png").exists() == (study == "balancing")
 
 
 def test_attention_arms_cache_what_they_claim(tmp_path):

@@ -3,6 +3,8 @@ one arm runs end to end at a tiny size with its hacks read from the logged compl
 
 import importlib.util
 import json
+import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -39,14 +41,29 @@ def test_hack_labels():
     assert labels[3]["format_without_answer"] and not labels[3]["expression_answer"]
 
 
-def test_an_arm_runs_end_to_end_at_a_tiny_size_and_its_hacks_are_read(tmp_path):
+def test_an_arm_runs_end_to_end_at_a_tiny_size_and_the_report_reads_its_curves(tmp_path):
     tiny = "--max_steps 2 --eval_max_samples 8 --eval_r1_samples 0 --mtp_refresh_steps 0 --save_strategy no"
     tiny += " --logging_steps 1"
+    runs = tmp_path / "runs"
     reward_design.main(["run", "--arms", "format only", "--seeds", "0", "--jobs", "1", "--results", str(tmp_path),
-                        "--runs", str(tmp_path / "runs"), "--flag", tiny])  # fmt: skip
+                        "--runs", str(runs), "--flag", tiny])  # fmt: skip
     record = json.loads((tmp_path / "rewards-format-only.json").read_text())
     assert [run["seed"] for run in record["per_seed"]] == [0]
-    curve = reward_design.hack_rates(tmp_path / "runs/rewards-format-only/seed-0", reward_design.HackDetector(),
+    rates = reward_design.hack_rates(runs / "rewards-format-only/seed-0", reward_design.HackDetector(),
                                      reward_design.builtin_golds())  # fmt: skip
-    assert [row["step"] for row in curve] == [1, 2]
-    assert all(0 <= row[h] <= 1 for row in curve for h in reward_design.HACKS)
+    assert {hack: list(steps) for hack, steps in rates.items()} == dict.fromkeys(reward_design.HACKS, [1, 2])
+    assert all(0 <= rate <= 1 for steps in rates.values() for rate in steps.values())
+
+    # The same run stands in for the default arm: the report pairs them by seed (a difference of 0).
+    shutil.copy(tmp_path / "rewards-format-only.json", tmp_path / "rewards-accuracy-format.json")
+    shutil.copytree(runs / "rewards-format-only", runs / "rewards-accuracy-format")
+    reward_design.main(["report", "--arms", "format only", "--results", str(tmp_path), "--runs", str(runs)])
+    result = json.loads((tmp_path / "reward-design.json").read_text())
+    assert list(result) == [reward_design.DEFAULT_ARM, "format only"]
+    arm = result["format only"]
+    assert arm["minus_default"]["accuracy"]["mean"] == 0 and arm["seeds"] == [0]
+    assert set(arm["curves"]) == set(reward_design.PANELS)
+    assert all([p["step"] for p in arm["curves"][name]] == [1, 2] for name in reward_design.PANELS)
+    compliance = [p["mean"] for p in arm["curves"]["format_compliance"]]  # both steps are within each end
+    assert arm["curve_ends"]["format_compliance"]["last"]["mean"] == pytest.approx(statistics.fmean(compliance))
+    assert (tmp_path / "reward-design.png").exists()
