@@ -29,6 +29,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -48,6 +49,11 @@ def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
     """`--seeds` (three by default) and `--jobs`, for a script that runs its arms through this one."""
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Training seeds of every arm.")
     parser.add_argument("--jobs", type=int, default=3, help="Seeds run at once (benchmarks/seeds.py --jobs).")
+
+
+def slug(arm: str) -> str:
+    """An arm's name as a file or folder name: lower case, runs of anything but letters and digits as one hyphen."""
+    return re.sub(r"[^a-z0-9]+", "-", arm.lower()).strip("-")
 
 
 def seeds_command(seeds: list[int], jobs: int, runs: Path, out: Path, command: list[str]) -> list[str]:

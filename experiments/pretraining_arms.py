@@ -45,7 +45,7 @@ from curves import plot_curves, summarise_curves  # noqa: E402
 from efficiency import count_parameters, model_flops  # noqa: E402
 from fp8_loss_gap import heldout_loss, load_recipe, lockstep_batches  # noqa: E402
 from fp8_loss_gap import train_step as lockstep_step  # noqa: E402
-from seeds import compare, interval, seeds_command, shown, verdict  # noqa: E402
+from seeds import compare, interval, seeds_command, shown, slug, verdict  # noqa: E402
 
 from modeling_deepseek_mini.modeling_deepseek_mini import (  # noqa: E402
     DeepseekMiniAttention,
@@ -207,10 +207,6 @@ def layer_imbalance(per_step: list[dict], every: int) -> dict[str, list[dict]]:
     }
 
 
-def arm_folder(name: str) -> str:
-    return name.replace(" ", "_").replace("/", "_")
-
-
 def check_savable(study_name: str) -> None:
     """Only arms that are DeepseekMini configs can be saved and loaded back (the attention study's are not)."""
     if any("kv_heads" in arm for arm in STUDIES[study_name]["arms"].values()):
@@ -259,7 +255,7 @@ def run(
             "step_time_vs_reference": statistics.median(arm["times"]) / reference_time,
         }  # fmt: skip
         if save is not None:
-            folder = save / f"seed-{seed}" / arm_folder(name)
+            folder = save / f"seed-{seed}" / slug(name)
             arm["model"].save_pretrained(folder)
             tokenizer.save_pretrained(folder)
     return record
@@ -268,8 +264,8 @@ def run(
 def grpo_command(arm: str, seeds: list[int], jobs: int, save: Path, out: Path, extra: list[str]) -> list[str]:
     """The main job's GRPO (recipes/configs/grpo_tiny.yaml) from each seed's saved model of `arm`, over those seeds."""
     grpo = ["accelerate", "launch", str(ROOT / "recipes" / "grpo.py"), "--model_name_or_path",
-            str(save / "seed-{seed}" / arm_folder(arm)), "--mtp_refresh_steps", "0", *extra]  # fmt: skip
-    return seeds_command(seeds, jobs, save / "grpo" / arm_folder(arm), out, grpo)
+            str(save / "seed-{seed}" / slug(arm)), "--mtp_refresh_steps", "0", *extra]  # fmt: skip
+    return seeds_command(seeds, jobs, save / "grpo" / slug(arm), out, grpo)
 
 
 def grpo_summary(study: dict, records: dict[str, dict]) -> dict:
@@ -418,7 +414,7 @@ def main(argv=None) -> None:
         seeds = sorted(int(p.name.removeprefix("seed-")) for p in args.save.glob("seed-*"))
         extra = [part for flag in args.extra for part in flag.split()]
         for arm in args.arms or list(STUDIES[args.study]["arms"]):
-            out = folder / f"grpo-{arm_folder(arm)}.json"
+            out = folder / f"grpo-{slug(arm)}.json"
             subprocess.run(grpo_command(arm, seeds, args.jobs, args.save, out, extra), check=True)
         return
     records = sorted((json.loads(p.read_text()) for p in folder.glob("seed-*.json")), key=lambda r: r["seed"])
@@ -428,9 +424,9 @@ def main(argv=None) -> None:
     seeds = [r["seed"] for r in records]
     study = STUDIES[args.study]
     grpo_records = {
-        name: json.loads((folder / f"grpo-{arm_folder(name)}.json").read_text())
+        name: json.loads((folder / f"grpo-{slug(name)}.json").read_text())
         for name in study["arms"]
-        if (folder / f"grpo-{arm_folder(name)}.json").exists()
+        if (folder / f"grpo-{slug(name)}.json").exists()
     }
     after_grpo = grpo_summary(study, grpo_records) if study["reference"] in grpo_records else {}
     (folder / "summary.json").write_text(

@@ -33,7 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "experiments")]  # folders of scripts, not packages
 from curves import curve_ends, logged_curves, plot_curves, summarise_curves  # noqa: E402
-from seeds import add_seed_arguments, compare, seeds_command, shown  # noqa: E402
+from seeds import add_seed_arguments, compare, seeds_command, shown, slug  # noqa: E402
 
 from recipes.lib.task import make_prompt, make_splits  # noqa: E402
 from rewards.accuracy import INTEGER, AnswerChecker  # noqa: E402
@@ -61,10 +61,6 @@ CURVES = {  # curve: the trainer's logged key (recipes/lib/grpo_trainer.py logs 
 }
 PANELS = {name: name.replace("_", " ") for name in CURVES} | {hack: "hack: " + hack.replace("_", " ") for hack in HACKS}
 ENDS = 5  # logged steps at each end of a curve (the main job logs every 2 of its 50 steps)
-
-
-def slug(arm: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", arm.lower()).strip("-")
 
 
 def arm_command(arm: str, seeds: list[int], jobs: int, results: Path, runs: Path, extra: list[str]) -> list[str]:

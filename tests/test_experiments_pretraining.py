@@ -120,11 +120,11 @@ def test_saved_arms_get_the_same_grpo_and_the_report_pairs_their_accuracy(moe_vs
     grpo = "--max_steps 1 --per_device_train_batch_size 8 --eval_max_samples 4 --eval_r1_samples 0 --save_strategy no"
     arms.main(["grpo", "--study", "moe_vs_dense", "--save", str(save), "--results", str(results), "--jobs", "1",
                "--arms", *chosen, "--flag", grpo])  # fmt: skip
-    record = json.loads((results / "moe_vs_dense" / "grpo-dense,_MoE's_active_width.json").read_text())
+    record = json.loads((results / "moe_vs_dense" / "grpo-dense-moe-s-active-width.json").read_text())
     (run,) = record["per_seed"]
     assert run["seed"] == 0 and "accuracy" in run["heldout"]["after"]
-    stage = json.loads((save / "grpo" / "dense,_MoE's_active_width" / "seed-0" / "stage.json").read_text())
-    assert stage["parent"].endswith("seed-0/dense,_MoE's_active_width")  # GRPO started from that arm's model
+    stage = json.loads((save / "grpo" / "dense-moe-s-active-width" / "seed-0" / "stage.json").read_text())
+    assert stage["parent"].endswith("seed-0/dense-moe-s-active-width")  # GRPO started from that arm's model
     arms.main(["report", "--study", "moe_vs_dense", "--results", str(results)])
     after = json.loads((results / "moe_vs_dense" / "summary.json").read_text())["after_grpo"]
     assert set(after) == set(chosen) and after["MoE 8 experts top-2"]["minus_reference"]["mean"] == 0
