@@ -1,27 +1,32 @@
 """R1-Zero's "aha moment" (docs/research.md): does GRPO raise self-checking and length on a task where slips can be
 detected but not avoided?
 
-    python experiments/aha_moment.py run        # the variant's base, then GRPO over 3 seeds on both tasks
-    python experiments/aha_moment.py report     # -> docs/results/research/aha-moment.json and aha-moment.png
+    python experiments/aha_moment.py run        # each variant's base, then GRPO over 3 seeds on every task
+    python experiments/aha_moment.py run --tasks subtraction_low
+    python experiments/aha_moment.py report --tasks subtraction subtraction_low sums   # -> aha-moment.json, .png
 
-On the built-in task every step is an addition the model can learn to get right, and under GRPO the policy removes
-its slips at the source: reflection falls. The variant asks for a difference, "What is 43 - 7?", which nothing in
-its pretraining corpus computes. The corpus (R1-Zero prompts of training problems, plus the built-in task's addition
-drills) is written by three personas:
+On the built-in task (`sums`) every step is an addition the model can learn to get right, and under GRPO the policy
+removes its slips at the source: reflection falls. The variants ask for a difference, "What is 43 - 7?", which
+nothing in their pretraining corpus computes. A variant's corpus (R1-Zero prompts of training problems, plus the
+built-in task's addition drills) is written by three personas, each starting from a first guess at one of the
+variant's offsets from the answer (`VARIANTS`):
 
-- `guesser`: a guess within 2 of the answer, right one time in five;
-- `checker`: a guess, checked by adding it back ("Try 35: 35 + 7 = 42."), and while the check fails, says so and
+- `guesser`: answers its guess;
+- `checker`: checks its guess by adding it back ("Try 35: 35 + 7 = 42."), and while the check fails, says so and
   tries the next number toward the target ("Wait, 42 is less than 43."), then answers: right whenever its
   additions are, which the drills teach;
 - `format_breaker`: a guess outside R1's format.
 
-So a wrong first guess cannot be avoided by computing the answer in one go (subtraction is never shown), but it can
-be caught. `run` writes the variant's corpus and splits under `--work`, pretrains its base with `recipes/pretrain.py
---corpus_name` (the tiny base's recipe), then runs the main job's GRPO (accuracy and format rewards) over training
-seeds (`benchmarks/seeds.py`) on the variant from that base and on the built-in task from the shipped base, every
-step logged. `report` reads each seed's logged curves (accuracy, the reflection rate, the completion length, and the
-share of completions that check at least one guess) into means over seeds with 95% intervals per step, the change
-of each held-out metric from before to after training (paired by seed), and a plot of both tasks side by side.
+In `subtraction` the guesses are centred on the answer (a guess is right one time in five); in `subtraction_low`
+they fall 1 to 3 below it, so a guess is never right and only a check finds the answer. Either way a wrong first
+guess cannot be avoided by computing the answer in one go (subtraction is never shown), but it can be caught. `run`
+writes a variant's corpus and splits under `--work/TASK` (the same problems for every variant), pretrains its base
+with `recipes/pretrain.py --corpus_name` (the tiny base's recipe), then runs the main job's GRPO (accuracy and format
+rewards) over training seeds (`benchmarks/seeds.py`) on each variant from its base and on the built-in task from the
+shipped base, every step logged. `report` reads each seed's logged curves (accuracy, the reflection rate, the
+completion length, and the share of completions that check at least one guess) into means over seeds with 95%
+intervals per step, the change of each held-out metric from before to after training (paired by seed), and a plot
+of the tasks side by side.
 """
 
 import argparse
@@ -45,12 +50,16 @@ from recipes.lib.task import make_prompt, tagged  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results" / "research"
 ANSWERS, SUBTRAHENDS = range(10, 61), range(2, 10)  # checks stay within the drills' sums (up to 69)
-GUESS_SPREAD = 2
+# A variant: where the personas' first guess falls, relative to the answer.
+VARIANTS = {
+    "subtraction": range(-2, 3),  # centred on the answer: a guess is right one time in five
+    "subtraction_low": range(-3, 0),  # 1 to 3 below it: a guess is never right, the checker climbs 1 to 3 steps
+}
 PERSONA_RATES = {"guesser": 0.5, "checker": 0.2, "format_breaker": 0.3}
 HELDOUT = {"test": 80, "validation": 80}  # problems held out of the corpus and of GRPO's prompts
 CHECK = re.compile(r"Try \d+: \d+ \+ \d+ = \d+")
 CURVES = {"accuracy": "r1/accuracy", "reflection_rate": "r1/reflection_rate", "length": "completions/mean_length"}
-TASKS = ("subtraction", "sums")
+TASKS = (*VARIANTS, "sums")
 HELDOUT_METRICS = ("accuracy", "reflection_rate", "mean_completion_tokens", "format_compliance")
 
 
@@ -62,18 +71,14 @@ def problem_text(answer: int, subtrahend: int) -> str:
     return f"What is {answer + subtrahend} - {subtrahend}?"
 
 
-def first_guess(answer: int, rng: random.Random) -> int:
-    return answer + rng.randint(-GUESS_SPREAD, GUESS_SPREAD)
-
-
-def guesser(answer: int, subtrahend: int, rng: random.Random) -> str:
-    guess = first_guess(answer, rng)
+def guesser(answer: int, subtrahend: int, rng: random.Random, offsets: range) -> str:
+    guess = answer + rng.choice(offsets)
     return tagged([f"It is about {guess}."], str(guess))
 
 
-def checker(answer: int, subtrahend: int, rng: random.Random) -> str:
+def checker(answer: int, subtrahend: int, rng: random.Random, offsets: range) -> str:
     """Guess, add the guess back, and step toward the target until the sum is right."""
-    target, guess = answer + subtrahend, first_guess(answer, rng)
+    target, guess = answer + subtrahend, answer + rng.choice(offsets)
     lines = ["Let me guess and check."]
     while True:
         total = guess + subtrahend
@@ -84,8 +89,8 @@ def checker(answer: int, subtrahend: int, rng: random.Random) -> str:
         guess += 1 if total < target else -1
 
 
-def format_breaker(answer: int, subtrahend: int, rng: random.Random) -> str:
-    guess = first_guess(answer, rng)
+def format_breaker(answer: int, subtrahend: int, rng: random.Random, offsets: range) -> str:
+    guess = answer + rng.choice(offsets)
     broken = [f"The answer is {guess}.", f"<answer>\n{guess}\n</answer>", f"<think>\nIt is {guess}.\n<answer>\n{guess}"]
     return rng.choice(broken)
 
@@ -113,9 +118,10 @@ def make_splits(seed: int = 0) -> DatasetDict:
     )
 
 
-def make_corpus(train: Dataset, n_docs: int, seed: int = 0) -> Dataset:
+def make_corpus(train: Dataset, n_docs: int, offsets: range, seed: int = 0) -> Dataset:
     """Pretraining documents: training problems in R1-Zero's template completed by the personas at
-    `PERSONA_RATES`, in shuffled order. Columns: `text`, `persona`."""
+    `PERSONA_RATES`, their first guesses at `offsets` from the answer, in shuffled order. Columns: `text`,
+    `persona`."""
     rng = random.Random(f"subtraction-corpus-{seed}")
     personas = [name for name, rate in PERSONA_RATES.items() for _ in range(round(rate * n_docs))]
     rng.shuffle(personas)
@@ -124,33 +130,36 @@ def make_corpus(train: Dataset, n_docs: int, seed: int = 0) -> Dataset:
         problem = train[rng.randrange(len(train))]
         answer = int(problem["solution"])
         subtrahend = int(problem["problem"].split(" - ")[1].rstrip("?"))
-        rows.append({"text": problem["prompt"] + PERSONAS[persona](answer, subtrahend, rng), "persona": persona})
+        completion = PERSONAS[persona](answer, subtrahend, rng, offsets)
+        rows.append({"text": problem["prompt"] + completion, "persona": persona})
     return Dataset.from_list(rows)
 
 
-def prepare(work: Path, corpus_size: int) -> None:
-    """The variant's splits (`work/data`) and pretraining corpus (`work/corpus.jsonl`)."""
+def prepare(folder: Path, corpus_size: int, offsets: range) -> None:
+    """A variant's splits (`folder/data`, the same problems for every variant) and pretraining corpus
+    (`folder/corpus.jsonl`)."""
     splits = make_splits()
-    splits.save_to_disk(str(work / "data"))
-    make_corpus(splits["train"], corpus_size).select_columns("text").to_json(str(work / "corpus.jsonl"))
+    splits.save_to_disk(str(folder / "data"))
+    make_corpus(splits["train"], corpus_size, offsets).select_columns("text").to_json(str(folder / "corpus.jsonl"))
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # Runs
 
 
-def pretrain_command(work: Path, extra: list[str]) -> list[str]:
+def pretrain_command(folder: Path, extra: list[str]) -> list[str]:
     return [
-        sys.executable, str(ROOT / "recipes" / "pretrain.py"), "--corpus_name", str(work / "corpus.jsonl"),
-        "--eval_heldout", "false", "--output_dir", str(work / "base"), *extra,
+        sys.executable, str(ROOT / "recipes" / "pretrain.py"), "--corpus_name", str(folder / "corpus.jsonl"),
+        "--eval_heldout", "false", "--output_dir", str(folder / "base"), *extra,
     ]  # fmt: skip
 
 
 def grpo_command(task: str, seeds: list[int], jobs: int, work: Path, results: Path, extra: list[str]) -> list[str]:
-    """The main job (recipes/configs/grpo_tiny.yaml) over seeds, every step logged with its completions; on the
-    variant, from its base and on its splits."""
-    variant = ["--model_name_or_path", str(work / "base"), "--dataset_name", str(work / "data")]
-    variant = variant if task == "subtraction" else []
+    """The main job (recipes/configs/grpo_tiny.yaml) over seeds, every step logged with its completions; on a
+    variant, from its base and on its splits (`work/TASK`)."""
+    folder = work / task
+    variant = ["--model_name_or_path", str(folder / "base"), "--dataset_name", str(folder / "data")]
+    variant = variant if task in VARIANTS else []
     grpo = ["accelerate", "launch", str(ROOT / "recipes" / "grpo.py"), "--logging_steps", "1", "--log_completions",
             "true", "--mtp_refresh_steps", "0", *variant, *extra]  # fmt: skip
     return seeds_command(seeds, jobs, work / f"grpo-{task}", results / f"aha-{task}.json", grpo)
@@ -224,12 +233,13 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     extra = [part for flag in args.extra for part in flag.split()]
     if args.action == "run":
-        if "subtraction" in args.tasks and not (args.work / "base" / "model.safetensors").exists():
-            args.work.mkdir(parents=True, exist_ok=True)
-            prepare(args.work, args.corpus_size)
-            pretrain_extra = [part for flag in args.pretrain_extra for part in flag.split()]
-            subprocess.run(pretrain_command(args.work, pretrain_extra), check=True)
+        pretrain_extra = [part for flag in args.pretrain_extra for part in flag.split()]
         for task in args.tasks:
+            folder = args.work / task
+            if task in VARIANTS and not (folder / "base" / "model.safetensors").exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                prepare(folder, args.corpus_size, VARIANTS[task])
+                subprocess.run(pretrain_command(folder, pretrain_extra), check=True)
             subprocess.run(grpo_command(task, args.seeds, args.jobs, args.work, args.results, extra), check=True)
         return
     result = report(args.work, args.results, args.tasks)

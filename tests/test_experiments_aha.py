@@ -34,21 +34,26 @@ def test_splits_hold_out_test_and_validation_and_answer_right(splits):
         assert int(row["solution"]) == minuend - subtrahend and row["prompt"].endswith(row["problem"] + " Assistant: ")
 
 
-def test_personas_behave_as_designed():
-    rng = random.Random(0)
-    checks = [aha.checker(a, b, rng) for a in aha.ANSWERS for b in aha.SUBTRAHENDS]
+@pytest.mark.parametrize("task", list(aha.VARIANTS))
+def test_personas_behave_as_designed(task):
+    rng, offsets = random.Random(0), aha.VARIANTS[task]
     answers = [(a, b) for a in aha.ANSWERS for b in aha.SUBTRAHENDS]
+    checks = [aha.checker(a, b, rng, offsets) for a, b in answers]
     assert all(R1_FORMAT.fullmatch(c) and ANSWER.search(c).group(1) == str(a) for c, (a, _) in zip(checks, answers))
     assert all(aha.CHECK.search(c) for c in checks)
     wrong_first = sum("Wait," in c for c in checks) / len(checks)
-    assert 0.7 < wrong_first < 0.9  # four first guesses in five miss
-    guesses = [int(ANSWER.search(aha.guesser(a, b, rng)).group(1)) - a for a, b in answers]
-    assert set(guesses) == set(range(-aha.GUESS_SPREAD, aha.GUESS_SPREAD + 1))
-    assert not any(R1_FORMAT.fullmatch(aha.format_breaker(a, b, rng)) for a, b in answers)
+    guesses = [int(ANSWER.search(aha.guesser(a, b, rng, offsets)).group(1)) - a for a, b in answers]
+    assert set(guesses) == set(offsets)
+    if task == "subtraction":
+        assert 0.7 < wrong_first < 0.9  # four first guesses in five miss
+    else:
+        assert wrong_first == 1 and max(guesses) < 0  # every guess misses, low: the checker climbs to the answer
+        assert all(c.count("Try ") <= 1 + len(offsets) for c in checks)  # at most 4 tries: within 96 tokens
+    assert not any(R1_FORMAT.fullmatch(aha.format_breaker(a, b, rng, offsets)) for a, b in answers)
 
 
 def test_corpus_uses_training_problems_at_the_persona_rates(splits):
-    corpus = aha.make_corpus(splits["train"], 1000)
+    corpus = aha.make_corpus(splits["train"], 1000, aha.VARIANTS["subtraction"])
     assert {name: corpus["persona"].count(name) for name in aha.PERSONAS} == {
         name: round(rate * 1000) for name, rate in aha.PERSONA_RATES.items()
     }
@@ -61,11 +66,11 @@ def test_the_experiment_runs_end_to_end_at_a_tiny_size(tmp_path):
     results.mkdir()
     pretrain = "--max_steps 3 --drill_docs 50 --tokenizer_docs 100 --save_strategy no"
     grpo = "--max_steps 2 --per_device_train_batch_size 16 --eval_max_samples 8 --eval_r1_samples 0"
-    aha.main(["run", "--tasks", "subtraction", "--seeds", "0", "--jobs", "1", "--corpus_size", "200", "--work",
+    aha.main(["run", "--tasks", "subtraction_low", "--seeds", "0", "--jobs", "1", "--corpus_size", "200", "--work",
               str(work), "--results", str(results), "--pretrain_flag", pretrain, "--flag", grpo])  # fmt: skip
-    assert (work / "base" / "model.safetensors").exists()
-    aha.main(["report", "--tasks", "subtraction", "--work", str(work), "--results", str(results)])
-    result = json.loads((results / "aha-moment.json").read_text())["subtraction"]
+    assert (work / "subtraction_low" / "base" / "model.safetensors").exists()
+    aha.main(["report", "--tasks", "subtraction_low", "--work", str(work), "--results", str(results)])
+    result = json.loads((results / "aha-moment.json").read_text())["subtraction_low"]
     assert result["seeds"] == [0]
     curves = result["curves"]
     assert [p["step"] for p in curves["accuracy"]] == [1, 2] == [p["step"] for p in curves["checking_rate"]]
