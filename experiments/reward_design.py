@@ -51,7 +51,7 @@ ARMS = {
     "format weight 0.25": ["--reward_weights", "1.0", "0.25"],
     "format weight 4": ["--reward_weights", "1.0", "4.0"],
 }
-REPORTED = ("accuracy", "format_compliance", "language_consistency", "ood_accuracy", "mean_completion_tokens")
+REPORTED = ("accuracy", "pass@1", "format_compliance", "language_consistency", "ood_accuracy", "mean_completion_tokens")
 HACKS = ("expression_answer", "empty_reasoning", "format_without_answer")
 CURVES = {  # curve: the trainer's logged key (recipes/lib/grpo_trainer.py logs them whatever the rewards)
     "accuracy": "r1/accuracy",
