@@ -432,7 +432,7 @@ def main(argv=None) -> None:
     (folder / "summary.json").write_text(
         json.dumps({"seeds": seeds, "arms": result, "after_grpo": after_grpo}, indent=1) + "\n"
     )
-    panels = {"heldout_loss": "held-out loss", "imbalance": "max/mean expert load (mean over MoE layers)"}
+    panels = {"heldout_loss": "held-out loss", "imbalance": "max/mean expert load (layer mean)"}
     plot_curves(arm_curves(records), panels, "pretraining step", folder / "curves.png", columns=2)
     if args.study == "balancing":
         plot_tradeoff(result, folder / "loss-vs-balance.png")
