@@ -146,9 +146,10 @@ def markdown(result: dict) -> str:
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines += ["", "| arm | " + " | ".join(PANELS.values()) + " |", "|---|" + "---:|" * len(PANELS)]
     for arm, row in result.items():
-        ends = row["curve_ends"]
-        cells = [f"{shown(ends[name]['last'], share, False)} ({shown(ends[name]['change'], share, True)})"
-                 for name, share in ((name, name != "length") for name in PANELS)]  # fmt: skip
+        cells = []
+        for name in PANELS:
+            ends, share = row["curve_ends"][name], name != "length"
+            cells.append(f"{shown(ends['last'], share, False)} ({shown(ends['change'], share, True)})")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
