@@ -10,7 +10,8 @@ distribution, where the run wrote one). For
 every evaluation and metric, over the n seeds: the mean, the standard deviation s, and the 95% interval
 mean ± t(0.975, n-1) · s / sqrt(n); for the change (after - before, paired by seed) the same. A change is called
 an improvement or a drop only when its interval excludes zero; otherwise the two are indistinguishable.
-The per-seed values, the command and the interval go to `--out` (JSON); a Markdown table is printed.
+The per-seed values, the command and the interval go to `--out` (JSON); a Markdown table is printed. A run over
+seeds that stopped after its seeds' runs had finished is recorded from them with `--collect` (no command).
 
 Two arms (two such JSON files over the same seeds, e.g. two learning rates) are compared by the interval of their
 difference after training, paired by seed; one is better only when that interval excludes zero:
@@ -100,6 +101,17 @@ def run_seed(command: list[str], seed: int, runs: Path, threads: int | None = No
     record = {"seed": seed, "seconds": round(time.monotonic() - start, 1)}
     if threads is not None:
         record["threads"] = threads
+    return read_run(output_dir, record)
+
+
+def is_finished(output_dir: Path) -> bool:
+    return (output_dir / "results.json").exists() or any(
+        (output_dir / f"{evaluation}_after.json").exists() for evaluation in EVALUATIONS
+    )
+
+
+def read_run(output_dir: Path, record: dict) -> dict:
+    """`record` with the finished run's evaluations (or a pipeline's stages) read from `output_dir`."""
     if (output_dir / "results.json").exists():
         rows = json.loads((output_dir / "results.json").read_text())
         record["stages"] = {row["stage"]: numeric(row) for row in rows if "accuracy" in row}
@@ -258,6 +270,12 @@ def main(argv=None):
     parser.add_argument(
         "--compare", nargs=2, metavar=("A", "B"), help="Two result files (FILE, or FILE:STAGE for a pipeline): B - A."
     )
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="Read the seeds' finished runs under --runs instead of running a command: for a run over seeds that "
+        "stopped after its seeds' runs had finished (a recipe refuses to retrain a finished run). No seconds recorded.",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="The training command, after `--`.")
     args = parser.parse_args(argv)
     if args.compare:
@@ -269,13 +287,19 @@ def main(argv=None):
     if not args.seeds or not args.out:
         parser.error("--seeds and --out are required to run (or give --compare A B)")
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
+    if not command and not args.collect:
         parser.error("give the training command after `--`, e.g. -- accelerate launch recipes/grpo.py")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds repeats a seed: {args.seeds}")
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
-    per_seed = run_seeds(command, args.seeds, args.runs, args.jobs)
+    if args.collect:
+        unfinished = [str(args.runs / f"seed-{s}") for s in args.seeds if not is_finished(args.runs / f"seed-{s}")]
+        if unfinished:
+            parser.error(f"--collect: no finished run (evaluations after training) in {', '.join(unfinished)}")
+        per_seed = [read_run(args.runs / f"seed-{s}", {"seed": s, "collected": True}) for s in args.seeds]
+    else:
+        per_seed = run_seeds(command, args.seeds, args.runs, args.jobs)
     summary = summarise(per_seed)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     record = {

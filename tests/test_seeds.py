@@ -71,6 +71,19 @@ def test_a_run_over_seeds_records_every_seed(tmp_path, capsys):
     assert "| accuracy (%) | 41.0 [" in capsys.readouterr().out
 
 
+def test_finished_runs_are_collected_without_running_and_an_unfinished_one_is_named(tmp_path, capsys):
+    runs, first, collected = tmp_path / "runs", tmp_path / "first.json", tmp_path / "collected.json"
+    seeds.main(["--seeds", "0", "1", "--runs", str(runs), "--out", str(first), "--", sys.executable, "-c", FAKE_RUN])
+    seeds.main(["--seeds", "0", "1", "--runs", str(runs), "--out", str(collected), "--collect"])
+    ran, read = json.loads(first.read_text()), json.loads(collected.read_text())
+    assert [run["heldout"] for run in read["per_seed"]] == [run["heldout"] for run in ran["per_seed"]]
+    assert all(run["collected"] and "seconds" not in run for run in read["per_seed"])
+    assert read["summary"] == ran["summary"]
+    with pytest.raises(SystemExit):
+        seeds.main(["--seeds", "0", "2", "--runs", str(runs), "--out", str(collected), "--collect"])
+    assert str(runs / "seed-2") in capsys.readouterr().err and not (runs / "seed-2").exists()  # named, not run
+
+
 def test_two_arms_are_compared_by_the_interval_of_their_difference(tmp_path, capsys):
     def arm(after):
         runs = [{"seed": s, "heldout": {"before": {"accuracy": 0.4}, "after": {"accuracy": a}}} for s, a in after]
