@@ -13,6 +13,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from seeds import interval  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
+from recipes.lib.plots import plt  # noqa: E402  (pyplot on the Agg backend: PNG files, no display)
+
 
 def logged_curves(run: Path, keys: dict[str, str]) -> dict[str, dict[int, float]]:
     """A trainer run's logged metrics per step (`trainer_state.json`'s log history): `{curve: {step: value}}` for
@@ -45,11 +47,6 @@ def curve_ends(per_seed: list[dict], steps: int = 10) -> dict[str, dict]:
 def plot_curves(arms: dict[str, dict[str, list[dict]]], panels: dict[str, str], xlabel: str, path: Path,
                 columns: int = 4) -> None:  # fmt: skip
     """One panel per curve (`panels`: curve -> title), one line per arm: the mean over seeds with its interval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.4 * rows), squeeze=False)
     for ax, (name, title) in zip(axes.flat, panels.items()):

@@ -51,6 +51,7 @@ from modeling_deepseek_mini.modeling_deepseek_mini import (  # noqa: E402
     DeepseekMiniAttention,
     apply_rotary,
 )
+from recipes.lib.plots import plt  # noqa: E402  (pyplot on the Agg backend: PNG files, no display)
 from recipes.pretrain import build_model  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results" / "research"
@@ -327,11 +328,6 @@ def arm_curves(records: list[dict]) -> dict[str, dict[str, list[dict]]]:
 def plot_tradeoff(result: dict, path: Path) -> None:
     """Final held-out loss against final max/mean load, one point per arm with both 95% intervals: V3's claim is a
     lower loss at equal balance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, row in result.items():
         x, y = row["final_imbalance"], row["heldout_loss"]
