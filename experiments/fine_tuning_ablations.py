@@ -1,15 +1,17 @@
 """Question 1 of docs/research.md: what each stage of DeepSeek-R1's fine-tuning adds, by ablation.
 
-    python experiments/fine_tuning_ablations.py run --reuse outputs/seeds-pipeline-v3   # every arm, 3 seeds each
+    python experiments/fine_tuning_ablations.py run       # the default pipeline, then every arm; 3 seeds each
+    python experiments/fine_tuning_ablations.py run --until all_scenario_rl   # R1 only, without the students
     python experiments/fine_tuning_ablations.py run --arms no_cold_start --seeds 0 1 2 3 4
     python experiments/fine_tuning_ablations.py report    # -> docs/results/research/ablations.json, tables on stdout
 
 Each arm is the embedded pipeline (`recipes/configs/pipeline/tiny.yaml`) with one piece of R1 taken out by `--set`
 overrides, run over training seeds by `benchmarks/seeds.py` (test and out-of-distribution splits, greedy and R1's
-pass@1, the pipeline's own measurement). With `--reuse DIR`, the stages an arm does not change are linked from the
-default pipeline's run of the same seed (`DIR/seed-{seed}`) instead of trained again; only the changed stage and the
-ones after it train. The report compares each arm's final model (R1: the all-scenario RL stage, or the stage that
-replaces it) and students with the default's, paired by seed: the interval of the difference and its verdict.
+pass@1, the pipeline's own measurement). The `default` arm, the pipeline as shipped, runs first; every other arm
+links the stages it does not change from the default's run of the same seed (`--reuse`) and trains only the changed
+stage and the ones after it. The report gives the default's stage-by-stage table and compares each arm's final model
+(R1: the all-scenario RL stage, or the stage that replaces it) and students with the default's, paired by seed: the
+interval of the difference and its verdict.
 
 The arms:
 - `no_cold_start`: reasoning RL starts from the base instead of the cold-start SFT (R1-Zero with the language reward).
@@ -27,10 +29,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from seeds import add_seed_arguments, compare, seeds_command, shown  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from seeds import add_seed_arguments, compare, seeds_command, shown, stages_table  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 RESULTS = ROOT / "docs" / "results" / "research"
-DEFAULT_RECORD = ROOT / "docs" / "results" / "pipeline-tiny-seeds.json"
+DEFAULT = "default"  # the pipeline as shipped: the arm every other is paired with
 FINAL, STUDENTS = "all_scenario_rl", ("distill_qwen2", "distill_llama")
 SCENARIO_RULES = "{scenario: {helpfulness_model: '${reward_model}', rule_rewards: [accuracy, format]}}"
 
@@ -53,21 +55,28 @@ ARMS = {
 REPORTED = ("accuracy", "pass@1", "ood_accuracy", "language_consistency", "mean_completion_tokens")
 
 
-def arm_command(
-    arm: str, seeds: list[int], reuse: Path | None, jobs: int, extra: list[str], results: Path, runs: Path
-) -> list[str]:
-    """The `benchmarks/seeds.py` command line of one arm: its seeds' runs under `runs`, its record in `results`."""
-    settings = [flag for setting in ARMS[arm]["settings"] for flag in ("--set", setting)]
-    reused = ["--reuse", str(reuse / "seed-{seed}")] if reuse else []
+def arm_command(arm: str, seeds: list[int], jobs: int, extra: list[str], results: Path, runs: Path) -> list[str]:
+    """The `benchmarks/seeds.py` command line of one arm: its seeds' runs under `runs`, its record in `results`; an
+    arm other than the default links the stages it shares from the default's run of its seed."""
+    settings = [] if arm == DEFAULT else [flag for setting in ARMS[arm]["settings"] for flag in ("--set", setting)]
+    reused = [] if arm == DEFAULT else ["--reuse", str(runs / f"ablation-{DEFAULT}" / "seed-{seed}")]
     pipeline = [sys.executable, str(ROOT / "recipes" / "pipeline.py"), *settings, *extra, *reused]
     return seeds_command(seeds, jobs, runs / f"ablation-{arm}", results / f"ablation-{arm}.json", pipeline)
 
 
+def missing_default_runs(seeds: list[int], runs: Path) -> list[int]:
+    """The seeds without a default run to link from."""
+    return [seed for seed in seeds if not (runs / f"ablation-{DEFAULT}" / f"seed-{seed}").is_dir()]
+
+
 def report(default: dict, arms: dict[str, dict]) -> dict:
-    """Per arm: its final model and each student against the default's, B - A paired by seed, for `REPORTED`."""
+    """Per arm: its final model and each student against the default's, B - A paired by seed, for `REPORTED` (the
+    students where both ran them: not in a run `--until` R1)."""
+    records = [default, *arms.values()]
+    students = [s for s in STUDENTS if all(s in run["stages"] for record in records for run in record["per_seed"])]
     rows = {}
     for arm, record in arms.items():
-        pairs = {"R1": (FINAL, ARMS[arm]["final"]), **{student: (student, student) for student in STUDENTS}}
+        pairs = {"R1": (FINAL, ARMS[arm]["final"]), **{student: (student, student) for student in students}}
         rows[arm] = {
             model: {k: v for k, v in compare(default, record, a, b).items() if k in REPORTED}
             for model, (a, b) in pairs.items()
@@ -90,26 +99,33 @@ def markdown(rows: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["run", "report"])
-    parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=sorted(ARMS))
+    parser.add_argument("--arms", nargs="+", choices=[DEFAULT, *sorted(ARMS)], default=[DEFAULT, *sorted(ARMS)],
+                        help="run: these arms, the default first (the others link its runs); report: the default's "
+                        "and these.")  # fmt: skip
     add_seed_arguments(parser)
-    parser.add_argument("--reuse", type=Path, help="The default pipeline's runs over the same seeds (DIR/seed-N).")
+    parser.add_argument("--until", metavar="STAGE", help="Every arm's pipeline stops after this stage.")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="STAGE.FLAG=VALUE",
                         help="More pipeline settings for every arm (e.g. a shrunk run); repeatable.")  # fmt: skip
-    parser.add_argument("--default", type=Path, default=DEFAULT_RECORD, help="The default pipeline's seeds record.")
     parser.add_argument("--results", type=Path, default=RESULTS, help="Folder of the arms' records and the report.")
     parser.add_argument("--runs", type=Path, default=Path("outputs/research"), help="Parent of the arms' runs.")
     args = parser.parse_args(argv)
+    arms = [arm for arm in args.arms if arm != DEFAULT]
     if args.action == "run":
         extra = [flag for setting in args.extra for flag in ("--set", setting)]
-        for arm in args.arms:
-            command = arm_command(arm, args.seeds, args.reuse, args.jobs, extra, args.results, args.runs)
-            subprocess.run(command, check=True)
+        extra += ["--until", args.until] if args.until else []
+        if DEFAULT in args.arms:
+            subprocess.run(arm_command(DEFAULT, args.seeds, args.jobs, extra, args.results, args.runs), check=True)
+        if arms and (missing := missing_default_runs(args.seeds, args.runs)):
+            raise SystemExit(f"No default run of seeds {missing} under {args.runs}: run `--arms {DEFAULT}` first.")
+        for arm in arms:
+            subprocess.run(arm_command(arm, args.seeds, args.jobs, extra, args.results, args.runs), check=True)
         return
-    default = json.loads(args.default.read_text())
-    records = {arm: json.loads((args.results / f"ablation-{arm}.json").read_text()) for arm in args.arms}
-    rows = report(default, records)
+    default, *records = (json.loads((args.results / f"ablation-{arm}.json").read_text()) for arm in [DEFAULT, *arms])
+    rows = report(default, dict(zip(arms, records)))
     (args.results / "ablations.json").write_text(json.dumps(rows, indent=1) + "\n")
-    print("Each arm minus the default pipeline, paired by seed: mean [95% interval], percentage points (tokens for "
+    print("The default pipeline, stage by stage: mean [95% interval] over seeds.\n")
+    print(stages_table(default["summary"]["stages"]))
+    print("\nEach arm minus the default pipeline, paired by seed: mean [95% interval], percentage points (tokens for "
           "the length).\n")  # fmt: skip
     print(markdown(rows))
 

@@ -72,16 +72,34 @@ SHRUNK += ["distill_qwen2.trace_num_generations=2", "distill_qwen2.max_steps=2",
 SHRUNK += ["eval.max_samples=8", "eval.r1_samples=0"]
 
 
-def test_an_arm_runs_end_to_end_at_a_tiny_size_and_is_reported(tmp_path):
+def test_an_arm_runs_end_to_end_at_a_tiny_size_linking_the_defaults_stages_and_is_reported(tmp_path, capsys):
     shrunk = [flag for setting in SHRUNK for flag in ("--set", setting)]
-    ablations.main(["run", "--arms", "no_all_scenario_rl", "--seeds", "0", "--jobs", "1", "--results",
-                    str(tmp_path), "--runs", str(tmp_path / "runs"), *shrunk])  # fmt: skip
-    arm = json.loads((tmp_path / "ablation-no_all_scenario_rl.json").read_text())
+    common = ["--seeds", "0", "--jobs", "1", "--results", str(tmp_path), "--runs", str(tmp_path / "runs"), *shrunk]
+    with pytest.raises(SystemExit, match="No default run of seeds \\[0\\]"):
+        ablations.main(["run", "--arms", "no_all_scenario_rl", *common])  # nothing to link from yet
+    ablations.main(["run", "--arms", "default", "no_all_scenario_rl", *common])
+    default, arm = (
+        json.loads((tmp_path / f"ablation-{name}.json").read_text()) for name in ("default", "no_all_scenario_rl")
+    )
     (run,) = arm["per_seed"]
     assert {"rs_sft", "all_scenario_rl", "distill_qwen2"} <= set(run["stages"])
-    teacher = json.loads((tmp_path / "runs/ablation-no_all_scenario_rl/seed-0/distill_qwen2/stage.json").read_text())
+    runs = tmp_path / "runs"
+    assert (runs / "ablation-no_all_scenario_rl/seed-0/rs_sft").resolve() == runs / "ablation-default/seed-0/rs_sft"
+    assert not (runs / "ablation-no_all_scenario_rl/seed-0/distill_qwen2").is_symlink()  # its teacher changed
+    teacher = json.loads((runs / "ablation-no_all_scenario_rl/seed-0/distill_qwen2/stage.json").read_text())
     assert teacher["hyperparameters"]["teacher"].endswith("seed-0/rs_sft")  # the students learnt from rs_sft
-    rows = ablations.report(arm, {"no_all_scenario_rl": arm})["no_all_scenario_rl"]  # against itself: all zero
+    ablations.main(["report", "--arms", "no_all_scenario_rl", "--results", str(tmp_path)])
+    rows = json.loads((tmp_path / "ablations.json").read_text())["no_all_scenario_rl"]
+    (default_run,) = default["per_seed"]
     assert rows["R1"]["accuracy"]["mean"] == pytest.approx(
-        run["stages"]["rs_sft"]["accuracy"] - run["stages"]["all_scenario_rl"]["accuracy"]
+        run["stages"]["rs_sft"]["accuracy"] - default_run["stages"]["all_scenario_rl"]["accuracy"]
     )
+    assert set(rows) == {"R1", "distill_qwen2", "distill_llama"}
+    assert "| all_scenario_rl |" in capsys.readouterr().out  # the default's stage-by-stage table
+
+
+def test_a_run_until_r1_is_reported_without_the_students():
+    default = record({"rs_sft": [0.8, 0.7, 0.6], "all_scenario_rl": [0.9, 0.8, 0.7]})
+    arm = record({"rs_sft": [0.8, 0.7, 0.6], "all_scenario_rl": [1.0, 0.9, 0.8]})
+    rows = ablations.report(default, {"no_rejection_sampling": arm})["no_rejection_sampling"]
+    assert set(rows) == {"R1"} and rows["R1"]["accuracy"]["mean"] == pytest.approx(0.1)
