@@ -3,7 +3,7 @@
     python experiments/fine_tuning_ablations.py run       # the default pipeline, then every arm; 3 seeds each
     python experiments/fine_tuning_ablations.py run --until all_scenario_rl   # R1 only, without the students
     python experiments/fine_tuning_ablations.py run --arms no_cold_start --seeds 0 1 2 3 4
-    python experiments/fine_tuning_ablations.py report    # -> docs/results/research/ablations.json, tables on stdout
+    python experiments/fine_tuning_ablations.py report    # -> docs/results/research/ablations.json and .png; tables
 
 Each arm is the embedded pipeline (`recipes/configs/pipeline/tiny.yaml`) with one piece of R1 taken out by `--set`
 overrides, run over training seeds by `benchmarks/seeds.py` (test and out-of-distribution splits, greedy and R1's
@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from seeds import add_seed_arguments, compare, seeds_command, shown, stages_table  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+
+from recipes.lib.plots import plt  # noqa: E402  (pyplot on the Agg backend: PNG files, no display)
 
 RESULTS = ROOT / "docs" / "results" / "research"
 DEFAULT = "default"  # the pipeline as shipped: the arm every other is paired with
@@ -84,6 +86,28 @@ def report(default: dict, arms: dict[str, dict]) -> dict:
     return rows
 
 
+def plot_differences(rows: dict, path: Path) -> None:
+    """One panel per metric of `REPORTED`: each arm's R1 minus the default's with its 95% interval, against zero."""
+    fig, axes = plt.subplots(1, len(REPORTED), figsize=(3.2 * len(REPORTED), 0.5 * len(rows) + 1.6), sharey=True)
+    for ax, name in zip(axes, REPORTED):
+        scale = 1 if name == "mean_completion_tokens" else 100
+        for y, models in enumerate(rows.values()):
+            stats = models["R1"].get(name)
+            if stats is None:
+                continue
+            mean, low, high = (None if stats[k] is None else scale * stats[k] for k in ("mean", "low", "high"))
+            xerr = [[mean - low], [high - mean]] if low is not None else None
+            ax.errorbar(mean, y, xerr=xerr, fmt="o", capsize=3)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set(title=name, xlabel="tokens" if scale == 1 else "points")
+        ax.grid(alpha=0.3)
+    axes[0].set_yticks(range(len(rows)), list(rows))
+    fig.suptitle("R1 (the final model) of each arm minus the default's, paired by seed, 95% interval")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def markdown(rows: dict) -> str:
     lines = ["| arm | model | " + " | ".join(REPORTED) + " |", "|---|---|" + "---:|" * len(REPORTED)]
     for arm, models in rows.items():
@@ -123,6 +147,7 @@ def main(argv=None) -> None:
     default, *records = (json.loads((args.results / f"ablation-{arm}.json").read_text()) for arm in [DEFAULT, *arms])
     rows = report(default, dict(zip(arms, records)))
     (args.results / "ablations.json").write_text(json.dumps(rows, indent=1) + "\n")
+    plot_differences(rows, args.results / "ablations.png")
     print("The default pipeline, stage by stage: mean [95% interval] over seeds.\n")
     print(stages_table(default["summary"]["stages"]))
     print("\nEach arm minus the default pipeline, paired by seed: mean [95% interval], percentage points (tokens for "

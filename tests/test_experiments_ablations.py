@@ -96,6 +96,7 @@ def test_an_arm_runs_end_to_end_at_a_tiny_size_linking_the_defaults_stages_and_i
     )
     assert set(rows) == {"R1", "distill_qwen2", "distill_llama"}
     assert "| all_scenario_rl |" in capsys.readouterr().out  # the default's stage-by-stage table
+    assert (tmp_path / "ablations.png").stat().st_size > 0
 
 
 def test_a_run_until_r1_is_reported_without_the_students():
