@@ -54,6 +54,16 @@ ARMS = {
         "final": "rs_sft",
     },
 }
+# What each stage adds in the default pipeline: (the checkpoint before, the stage), paired by seed, as DeepSeek's
+# stage-by-stage table reads (R1-Zero, the cold start, reasoning RL, rejection-sampling SFT, R1); then R1 - R1-Zero.
+STAGE_STEPS = (
+    ("base", "r1_zero"),
+    ("base", "cold_start_sft"),
+    ("cold_start_sft", "reasoning_rl"),
+    ("reasoning_rl", "rs_sft"),
+    ("rs_sft", FINAL),
+    ("r1_zero", FINAL),
+)
 REPORTED = ("accuracy", "pass@1", "ood_accuracy", "language_consistency", "mean_completion_tokens")
 
 
@@ -86,6 +96,14 @@ def report(default: dict, arms: dict[str, dict]) -> dict:
     return rows
 
 
+def stage_steps(default: dict) -> dict:
+    """Per step of `STAGE_STEPS`: the stage minus the checkpoint before it in the default's runs, paired by seed."""
+    return {
+        f"{stage} - {before}": {k: v for k, v in compare(default, default, before, stage).items() if k in REPORTED}
+        for before, stage in STAGE_STEPS
+    }
+
+
 def plot_differences(rows: dict, path: Path) -> None:
     """One panel per metric of `REPORTED`: each arm's R1 minus the default's with its 95% interval, against zero."""
     fig, axes = plt.subplots(1, len(REPORTED), figsize=(3.2 * len(REPORTED), 0.5 * len(rows) + 1.6), sharey=True)
@@ -110,14 +128,23 @@ def plot_differences(rows: dict, path: Path) -> None:
 
 def markdown(rows: dict) -> str:
     lines = ["| arm | model | " + " | ".join(REPORTED) + " |", "|---|---|" + "---:|" * len(REPORTED)]
-    for arm, models in rows.items():
-        for model, metrics in models.items():
-            cells = [
-                "" if metrics.get(name) is None else shown(metrics[name], name != "mean_completion_tokens", True)
-                for name in REPORTED
-            ]
-            lines.append(f"| {arm} | {model} | " + " | ".join(cells) + " |")
+    lines += [
+        f"| {arm} | {model} | {cells(metrics)} |" for arm, models in rows.items() for model, metrics in models.items()
+    ]
     return "\n".join(lines)
+
+
+def steps_markdown(steps: dict) -> str:
+    lines = ["| stage - the checkpoint before | " + " | ".join(REPORTED) + " |", "|---|" + "---:|" * len(REPORTED)]
+    return "\n".join(lines + [f"| {step} | {cells(metrics)} |" for step, metrics in steps.items()])
+
+
+def cells(metrics: dict) -> str:
+    """The `REPORTED` differences of one row: mean [95% interval], in points (tokens for the length)."""
+    return " | ".join(
+        "" if metrics.get(name) is None else shown(metrics[name], name != "mean_completion_tokens", True)
+        for name in REPORTED
+    )
 
 
 def main(argv=None) -> None:
@@ -145,11 +172,13 @@ def main(argv=None) -> None:
             subprocess.run(arm_command(arm, args.seeds, args.jobs, extra, args.results, args.runs), check=True)
         return
     default, *records = (json.loads((args.results / f"ablation-{arm}.json").read_text()) for arm in [DEFAULT, *arms])
-    rows = report(default, dict(zip(arms, records)))
-    (args.results / "ablations.json").write_text(json.dumps(rows, indent=1) + "\n")
+    rows, steps = report(default, dict(zip(arms, records))), stage_steps(default)
+    (args.results / "ablations.json").write_text(json.dumps({"stage_steps": steps, "arms": rows}, indent=1) + "\n")
     plot_differences(rows, args.results / "ablations.png")
     print("The default pipeline, stage by stage: mean [95% interval] over seeds.\n")
     print(stages_table(default["summary"]["stages"]))
+    print("\nWhat each stage adds: the stage minus the checkpoint before it, paired by seed.\n")
+    print(steps_markdown(steps))
     print("\nEach arm minus the default pipeline, paired by seed: mean [95% interval], percentage points (tokens for "
           "the length).\n")  # fmt: skip
     print(markdown(rows))

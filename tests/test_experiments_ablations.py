@@ -89,14 +89,30 @@ def test_an_arm_runs_end_to_end_at_a_tiny_size_linking_the_defaults_stages_and_i
     teacher = json.loads((runs / "ablation-no_all_scenario_rl/seed-0/distill_qwen2/stage.json").read_text())
     assert teacher["hyperparameters"]["teacher"].endswith("seed-0/rs_sft")  # the students learnt from rs_sft
     ablations.main(["report", "--arms", "no_all_scenario_rl", "--results", str(tmp_path)])
-    rows = json.loads((tmp_path / "ablations.json").read_text())["no_all_scenario_rl"]
+    written = json.loads((tmp_path / "ablations.json").read_text())
+    rows = written["arms"]["no_all_scenario_rl"]
     (default_run,) = default["per_seed"]
     assert rows["R1"]["accuracy"]["mean"] == pytest.approx(
         run["stages"]["rs_sft"]["accuracy"] - default_run["stages"]["all_scenario_rl"]["accuracy"]
     )
     assert set(rows) == {"R1", "distill_qwen2", "distill_llama"}
+    assert written["stage_steps"]["reasoning_rl - cold_start_sft"]["accuracy"]["mean"] == pytest.approx(
+        default_run["stages"]["reasoning_rl"]["accuracy"] - default_run["stages"]["cold_start_sft"]["accuracy"]
+    )
     assert "| all_scenario_rl |" in capsys.readouterr().out  # the default's stage-by-stage table
     assert (tmp_path / "ablations.png").stat().st_size > 0
+
+
+def test_stage_steps_pair_each_stage_with_the_checkpoint_before_it_by_seed():
+    stages = ("base", "r1_zero", "cold_start_sft", "reasoning_rl", "rs_sft", "all_scenario_rl")
+    default = record({stage: [0.1 * k, 0.1 * k + 0.02, 0.1 * k + 0.04] for k, stage in enumerate(stages)})
+    default["per_seed"][2]["stages"]["r1_zero"]["accuracy"] = 0.5  # seed 2's R1-Zero: 0.36 higher than the others'
+    steps = ablations.stage_steps(default)
+    assert list(steps) == [f"{stage} - {before}" for before, stage in ablations.STAGE_STEPS]
+    assert steps["reasoning_rl - cold_start_sft"]["accuracy"]["mean"] == pytest.approx(0.1)
+    assert steps["reasoning_rl - cold_start_sft"]["accuracy"]["sd"] == pytest.approx(0.0)  # paired: seeds cancel
+    assert steps["all_scenario_rl - r1_zero"]["accuracy"]["mean"] == pytest.approx((0.4 + 0.4 + 0.04) / 3)
+    assert "| reasoning_rl - cold_start_sft | 10.0 [10.0, 10.0] |" in ablations.steps_markdown(steps)
 
 
 def test_a_run_until_r1_is_reported_without_the_students():
