@@ -1,6 +1,6 @@
 """Curves over training, over seeds: a run's logged curves, their mean and 95% interval per step, their first and last
 steps, and a plot of them per arm. Shared by the experiments that report training curves (aha_moment,
-reward_design, pretraining_arms).
+reward_design, pretraining_arms), and the error bar of an interval (pretraining_arms, fine_tuning_ablations).
 
 A seed's curves are `{curve: {step: value}}`; an arm's summary is `{curve: [{"step", "mean", "low", "high", ...}]}`.
 """
@@ -42,6 +42,14 @@ def curve_ends(per_seed: list[dict], steps: int = 10) -> dict[str, dict]:
         ends[name] = {"first": interval(first), "last": interval(last),
                       "change": interval([b - a for a, b in zip(first, last)])}  # fmt: skip
     return ends
+
+
+def error_bar(stats: dict, scale: float = 1.0) -> list[list[float]] | None:
+    """Matplotlib's asymmetric error bar of a 95% interval (`interval`'s mean, low, high), times `scale`; None without
+    an interval (one seed)."""
+    if stats["low"] is None:
+        return None
+    return [[scale * (stats["mean"] - stats["low"])], [scale * (stats["high"] - stats["mean"])]]
 
 
 def plot_curves(arms: dict[str, dict[str, list[dict]]], panels: dict[str, str], xlabel: str, path: Path,

@@ -28,8 +28,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from seeds import add_seed_arguments, compare, seeds_command, shown, stages_table  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "experiments")]  # folders of scripts, not packages
+from curves import error_bar  # noqa: E402
+from seeds import add_seed_arguments, compare, seeds_command, shown, stages_table  # noqa: E402
 
 from recipes.lib.plots import plt  # noqa: E402  (pyplot on the Agg backend: PNG files, no display)
 
@@ -81,6 +82,11 @@ def missing_default_runs(seeds: list[int], runs: Path) -> list[int]:
     return [seed for seed in seeds if not (runs / f"ablation-{DEFAULT}" / f"seed-{seed}").is_dir()]
 
 
+def reported(a: dict, b: dict, stage_a: str, stage_b: str) -> dict:
+    """`REPORTED` of `seeds.compare`: stage B of record b minus stage A of record a, paired by seed."""
+    return {k: v for k, v in compare(a, b, stage_a, stage_b).items() if k in REPORTED}
+
+
 def report(default: dict, arms: dict[str, dict]) -> dict:
     """Per arm: its final model and each student against the default's, B - A paired by seed, for `REPORTED` (the
     students where both ran them: not in a run `--until` R1)."""
@@ -89,19 +95,13 @@ def report(default: dict, arms: dict[str, dict]) -> dict:
     rows = {}
     for arm, record in arms.items():
         pairs = {"R1": (FINAL, ARMS[arm]["final"]), **{student: (student, student) for student in students}}
-        rows[arm] = {
-            model: {k: v for k, v in compare(default, record, a, b).items() if k in REPORTED}
-            for model, (a, b) in pairs.items()
-        }
+        rows[arm] = {model: reported(default, record, a, b) for model, (a, b) in pairs.items()}
     return rows
 
 
 def stage_steps(default: dict) -> dict:
     """Per step of `STAGE_STEPS`: the stage minus the checkpoint before it in the default's runs, paired by seed."""
-    return {
-        f"{stage} - {before}": {k: v for k, v in compare(default, default, before, stage).items() if k in REPORTED}
-        for before, stage in STAGE_STEPS
-    }
+    return {f"{stage} - {before}": reported(default, default, before, stage) for before, stage in STAGE_STEPS}
 
 
 def plot_differences(rows: dict, path: Path) -> None:
@@ -111,11 +111,8 @@ def plot_differences(rows: dict, path: Path) -> None:
         scale = 1 if name == "mean_completion_tokens" else 100
         for y, models in enumerate(rows.values()):
             stats = models["R1"].get(name)
-            if stats is None:
-                continue
-            mean, low, high = (None if stats[k] is None else scale * stats[k] for k in ("mean", "low", "high"))
-            xerr = [[mean - low], [high - mean]] if low is not None else None
-            ax.errorbar(mean, y, xerr=xerr, fmt="o", capsize=3)
+            if stats is not None:
+                ax.errorbar(scale * stats["mean"], y, xerr=error_bar(stats, scale), fmt="o", capsize=3)
         ax.axvline(0, color="grey", lw=0.8)
         ax.set(title=name, xlabel="tokens" if scale == 1 else "points")
         ax.grid(alpha=0.3)

@@ -41,7 +41,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "experiments")]  # folders of scripts, not packages
-from curves import plot_curves, summarise_curves  # noqa: E402
+from curves import error_bar, plot_curves, summarise_curves  # noqa: E402
 from efficiency import count_parameters, model_flops  # noqa: E402
 from fp8_loss_gap import heldout_loss, load_recipe, lockstep_batches  # noqa: E402
 from fp8_loss_gap import train_step as lockstep_step  # noqa: E402
@@ -331,9 +331,7 @@ def plot_tradeoff(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, row in result.items():
         x, y = row["final_imbalance"], row["heldout_loss"]
-        xerr = [[x["mean"] - x["low"]], [x["high"] - x["mean"]]] if x["low"] is not None else None
-        yerr = [[y["mean"] - y["low"]], [y["high"] - y["mean"]]] if y["low"] is not None else None
-        ax.errorbar(x["mean"], y["mean"], xerr=xerr, yerr=yerr, fmt="o", capsize=3, label=name)
+        ax.errorbar(x["mean"], y["mean"], xerr=error_bar(x), yerr=error_bar(y), fmt="o", capsize=3, label=name)
     ax.set(xlabel="max/mean expert load, last window (1 = balanced)", ylabel="held-out loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
