@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from recipes.lib.cli import ACCELERATE_DIR, CONFIGS_DIR, TINY_BASE
+from recipes.lib.cli import ACCELERATE_DIR, CONFIGS_DIR, TINY_BASE, run_entry_point
 
 ROOT = Path(__file__).resolve().parents[1]
 GRPO = str(ROOT / "recipes" / "grpo.py")
@@ -87,6 +87,28 @@ def test_cli_default_saves_hub_ready_folder(tmp_path):
     assert (out / "plots" / "reward.png").exists() and (out / "plots" / "completion_length.png").exists()
     card = (out / "README.md").read_text()
     assert "deepseek-mini stage: grpo" in card and str(TINY_BASE) in card
+
+
+def test_entry_point_ends_the_process_group_after_success(tmp_path):
+    """A rank that leaves its Gloo group to the interpreter's exit can abort after a run that succeeded (SIGABRT,
+    "terminate called without an active exception", seen once in CI on the two-rank launch below): a recipe's entry
+    point destroys the group once its run returned, and leaves it alone when the run failed (destroying it then can
+    hang the ranks still inside a collective)."""
+    import torch.distributed as dist
+
+    def fails():
+        raise RuntimeError("this rank failed")
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(RuntimeError, match="this rank failed"):
+            run_entry_point(fails)
+        assert dist.is_initialized()
+        run_entry_point(lambda: None)
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def test_two_cpu_processes_keep_biases_identical(tmp_path, offline_chat_tokenizer_path):

@@ -92,11 +92,22 @@ def parse_recipe_args(parser, default_config: Path, argv: list[str] | None = Non
     return arguments
 
 
+def end_process_group() -> None:
+    """Destroy torch.distributed's process group, if one is up. Left to the interpreter's exit, Gloo's worker threads
+    can abort a rank whose run succeeded (SIGABRT, "terminate called without an active exception"), failing the
+    launch. Call it once training is over on every rank; a rank that failed skips it, since destroying the group
+    while the other ranks are inside a collective can hang them."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def run_entry_point(run) -> None:
     """Run an entry point (`run()`, e.g. `main(*parse_recipe_args(...))`), printing a user's error (`UserInputError`)
-    as its one or two lines and exiting with status 2, as argparse does for a bad flag, instead of a traceback."""
+    as its one or two lines and exiting with status 2, as argparse does for a bad flag, instead of a traceback. After
+    a run that succeeded, end the process group of a distributed launch (`end_process_group`)."""
     try:
         run()
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    end_process_group()

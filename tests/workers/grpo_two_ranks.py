@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
 from modeling_deepseek_mini import DeepseekMiniConfig, DeepseekMiniForCausalLM
+from recipes.lib.cli import end_process_group
 from recipes.lib.grpo_trainer import DeepseekGRPOConfig, DeepseekGRPOTrainer
 from recipes.lib.task import make_splits
 
@@ -46,3 +47,4 @@ biases = {f"layer_{m.layer_idx}": m.gate.e_score_correction_bias.contiguous() fo
 save_file(biases, f"{output_dir}/bias_rank{rank}.safetensors")
 with open(f"{output_dir}/world_rank{rank}.json", "w") as f:
     json.dump({"world_size": trainer.accelerator.num_processes}, f)
+end_process_group()

@@ -23,7 +23,7 @@ import transformers
 from datasets import Dataset
 
 from recipes import pretrain
-from recipes.lib.cli import parse_recipe_args
+from recipes.lib.cli import end_process_group, parse_recipe_args
 from recipes.pipeline import RECIPES
 
 MAX_STEPS = 2
@@ -183,6 +183,7 @@ def main(root: str, cells: list[str]) -> None:
     state = PartialState(cpu=not torch.cuda.is_available())
     for cell in cells:
         run_cell(Path(root), cell, state.process_index, state.num_processes)
+    end_process_group()
 
 
 if __name__ == "__main__":
