@@ -1,9 +1,11 @@
 """Pretraining arms side by side, for questions 3, 4 and 5 of docs/research.md: the tiny base's corpus and training
 recipe, models that differ only by config overrides (or, for the attention study, by their attention's key/value
-heads: `GroupedQueryAttention`), trained on the same batches in lockstep.
+heads: `GroupedQueryAttention`), trained on the same batches in lockstep (the fp8_outlier study adds the same massive
+activation to every arm).
 
     python experiments/pretraining_arms.py run --study balancing --seed 0     # -> docs/results/research/balancing/
     python experiments/pretraining_arms.py run --study moe_vs_dense --seed 1 --steps 600
+    python experiments/pretraining_arms.py run --study fp8_outlier --seed 2   # FP8 and fp32 with a massive activation
     python experiments/pretraining_arms.py report --study balancing           # every seed's file, intervals
     python experiments/pretraining_arms.py run --study moe_vs_dense --seed 0 --save outputs/research/moe   # then
     python experiments/pretraining_arms.py grpo --study moe_vs_dense --save outputs/research/moe  # the same GRPO
@@ -43,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "experiments")]  # folders of scripts, not packages
 from curves import error_bar, plot_curves, summarise_curves  # noqa: E402
 from efficiency import count_parameters, model_flops  # noqa: E402
-from fp8_loss_gap import heldout_loss, load_recipe, lockstep_batches  # noqa: E402
+from fp8_loss_gap import add_outlier, heldout_loss, load_recipe, lockstep_batches  # noqa: E402
 from fp8_loss_gap import train_step as lockstep_step  # noqa: E402
 from seeds import compare, interval, seeds_command, shown, slug, verdict  # noqa: E402
 
@@ -55,6 +57,12 @@ from recipes.lib.plots import plt  # noqa: E402  (pyplot on the Agg backend: PNG
 from recipes.pretrain import build_model  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results" / "research"
+
+FP8_ARMS = {
+    "fp32": {},
+    "FP8 blockwise (V3)": {"fp8_recipe": "blockwise"},
+    "FP8 tensorwise": {"fp8_recipe": "tensorwise"},
+}
 
 # The tiny base (pretrain_tiny.yaml): 4 layers, layer 0 a dense MLP 256 wide, layers 1-3 MoE with 1 shared and 8
 # routed experts of width 64, top-2 in 4 groups: an MoE layer's active MLP is 3 x 64 = 192 wide, its total 9 x 64.
@@ -103,6 +111,12 @@ STUDIES = {
         "reference": "MTP depth 1",
         "arms": {"MTP depth 1": {}, "MTP depth 0": {"num_nextn_predict_layers": 0}},
     },
+    # Q5: FP8 numerics (every linear layer's three GEMMs on E4M3 values, simulated on CPU) with V3's fine-grained
+    # scaling (1x128 activation tiles, 128x128 weight blocks) and with one scale per tensor, against fp32.
+    "fp8": {"reference": "fp32", "arms": FP8_ARMS},
+    # The same with a massive activation at one token (`outlier`: fp8_loss_gap.add_outlier, in every arm), which a
+    # per-tensor scale lets set the scale of every token and a 1x128 tile confines to its own.
+    "fp8_outlier": {"reference": "fp32", "outlier": 1e4, "arms": FP8_ARMS},
 }
 
 
@@ -177,6 +191,8 @@ def build_arms(tokenizer, recipe: dict, study: dict, steps: int, seed: int) -> d
         model = build_model(tokenizer, recipe["model_preset"], overrides)
         if kv_heads is not None:
             model = with_kv_heads(model, kv_heads)
+        if study.get("outlier"):
+            add_outlier(model, study["outlier"])
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=recipe["learning_rate"], weight_decay=recipe["weight_decay"]
         )
@@ -292,10 +308,12 @@ def summary(records: list[dict]) -> dict:
         differences = [r["arms"][name]["heldout_loss"] - r["arms"][reference]["heldout_loss"] for r in records]
         change = interval(differences)
         change["verdict"] = {"higher after": "higher loss", "lower after": "lower loss"}.get(verdict(change), "—")
+        relative = [d / r["arms"][reference]["heldout_loss"] for d, r in zip(differences, records)]
         imbalance = [r["arms"][name]["final_imbalance"] for r in records]
         result[name] = {
             "heldout_loss": interval(losses),
             "minus_reference": change,
+            "relative_to_reference": interval(relative),  # the difference over the reference's loss, by seed
             "final_imbalance": interval(imbalance) if None not in imbalance else None,
             "active_parameters": records[0]["arms"][name]["active_parameters"],
             "parameters": records[0]["arms"][name]["parameters"],
@@ -341,22 +359,24 @@ def plot_tradeoff(result: dict, path: Path) -> None:
 
 
 def markdown(result: dict, reference: str, seeds: list[int]) -> str:
-    def shown(stats: dict | None, digits: int = 4) -> str:
+    def shown(stats: dict | None, digits: int = 4, scale: float = 1, unit: str = "") -> str:
         if stats is None:
             return "-"
-        text = f"{stats['mean']:.{digits}f}"
-        return text + (f" [{stats['low']:.{digits}f}, {stats['high']:.{digits}f}]" if stats["low"] is not None else "")
+        low, mean, high = (None if v is None else v * scale for v in (stats["low"], stats["mean"], stats["high"]))
+        text = f"{mean:.{digits}f}{unit}"
+        return text + (f" [{low:.{digits}f}, {high:.{digits}f}]" if low is not None else "")
 
     lines = [
         f"Seeds {seeds}; mean [95% interval]; the difference is paired by seed against '{reference}'.",
         "",
-        "| arm | held-out loss | minus reference | verdict | max/mean load, last window | active / total params (main) "
-        "| training MFLOPs per token | cached values per token per layer | step time vs reference |",
-        "|---|---|---|---|---|---|---:|---:|---:|",
+        "| arm | held-out loss | minus reference | relative | verdict | max/mean load, last window | active / total "
+        "params (main) | training MFLOPs per token | cached values per token per layer | step time vs reference |",
+        "|---|---|---|---|---|---|---|---:|---:|---:|",
     ]
     for name, row in result.items():
         lines.append(
             f"| {name} | {shown(row['heldout_loss'])} | {shown(row['minus_reference'])} | "
+            f"{shown(row['relative_to_reference'], 2, 100, '%')} | "
             f"{row['minus_reference']['verdict']} | {shown(row['final_imbalance'], 2)} | "
             f"{row['active_parameters'] / 1e6:.2f}M / {row['parameters'] / 1e6:.2f}M | "
             f"{row['training_flops_per_token'] / 1e6:.1f} | {row['cache_values_per_token_per_layer']:.0f} | "

@@ -67,7 +67,7 @@ def test_report_pairs_arms_with_the_reference_by_seed(moe_vs_dense, capsys):
     assert not (results / "moe_vs_dense" / "loss-vs-balance.png").exists()  # the balancing study's plot
 
 
-@pytest.mark.parametrize("study", ["balancing", "mtp_depth"])
+@pytest.mark.parametrize("study", ["balancing", "mtp_depth", "fp8", "fp8_outlier"])
 def test_the_other_studies_run(study, tmp_path):
     record = run(study, 0, tmp_path)
     assert list(record["arms"]) == list(arms.STUDIES[study]["arms"])
@@ -79,6 +79,24 @@ def test_the_other_studies_run(study, tmp_path):
     arms.main(["report", "--study", study, "--results", str(tmp_path)])
     assert (tmp_path / study / "curves.png").exists()
     assert (tmp_path / study / "loss-vs-balance.png").exists() == (study == "balancing")
+
+
+def test_fp8_arms_run_in_fp8_from_one_init_and_the_outlier_study_spikes_every_arm():
+    from modeling_deepseek_mini.fp8 import Fp8Linear
+
+    recipe = arms.load_recipe()
+    tokenizer, heldout, _ = arms.lockstep_batches(recipe, 300, 1, 3, 0)
+    built = {study: arms.build_arms(tokenizer, recipe, arms.STUDIES[study], 3, 0) for study in ("fp8", "fp8_outlier")}
+    for study, models in built.items():
+        for name, arm in models.items():
+            fp8_layers = [m for m in arm["model"].modules() if isinstance(m, Fp8Linear)]
+            assert arm["model"].config.fp8_recipe == arms.STUDIES[study]["arms"][name].get("fp8_recipe")
+            assert bool(fp8_layers) == (name != "fp32")
+            assert all(layer.recipe == arm["model"].config.fp8_recipe for layer in fp8_layers)
+        weights = [arm["model"].state_dict() for arm in models.values()]
+        assert all(torch.equal(w[key], weights[0][key]) for w in weights[1:] for key in weights[0])  # one init
+    clean, spiked = (arms.heldout_loss(built[study]["fp32"]["model"], heldout) for study in ("fp8", "fp8_outlier"))
+    assert abs(spiked - clean) > 1e-3  # the activation at one token reaches even fp32's loss (0.01 at init)
 
 
 def test_attention_arms_cache_what_they_claim(tmp_path):
