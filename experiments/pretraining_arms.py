@@ -112,11 +112,12 @@ STUDIES = {
         "arms": {"MTP depth 1": {}, "MTP depth 0": {"num_nextn_predict_layers": 0}},
     },
     # Q5: FP8 numerics (every linear layer's three GEMMs on E4M3 values, simulated on CPU) with V3's fine-grained
-    # scaling (1x128 activation tiles, 128x128 weight blocks) and with one scale per tensor, against fp32.
-    "fp8": {"reference": "fp32", "arms": FP8_ARMS},
+    # scaling (1x128 activation tiles, 128x128 weight blocks) and with one scale per tensor, against fp32; the report
+    # also pairs every arm with the blockwise one (`also_against`).
+    "fp8": {"reference": "fp32", "also_against": "FP8 blockwise (V3)", "arms": FP8_ARMS},
     # The same with a massive activation at one token (`outlier`: fp8_loss_gap.add_outlier, in every arm), which a
     # per-tensor scale lets set the scale of every token and a 1x128 tile confines to its own.
-    "fp8_outlier": {"reference": "fp32", "outlier": 1e4, "arms": FP8_ARMS},
+    "fp8_outlier": {"reference": "fp32", "also_against": "FP8 blockwise (V3)", "outlier": 1e4, "arms": FP8_ARMS},
 }
 
 
@@ -298,22 +299,30 @@ def grpo_summary(study: dict, records: dict[str, dict]) -> dict:
     }
 
 
-def summary(records: list[dict]) -> dict:
-    """Per arm over seeds: final held-out loss and imbalance (mean, 95% interval), and the held-out loss minus the
-    reference arm's, paired by seed."""
-    reference = records[0]["reference"]
+def paired_losses(records: list[dict], reference: str) -> dict:
+    """Per arm: its final held-out loss minus `reference`'s and that over the reference's loss (mean, 95% interval),
+    paired by seed."""
     result = {}
     for name in records[0]["arms"]:
-        losses = [r["arms"][name]["heldout_loss"] for r in records]
         differences = [r["arms"][name]["heldout_loss"] - r["arms"][reference]["heldout_loss"] for r in records]
         change = interval(differences)
         change["verdict"] = {"higher after": "higher loss", "lower after": "lower loss"}.get(verdict(change), "—")
         relative = [d / r["arms"][reference]["heldout_loss"] for d, r in zip(differences, records)]
+        result[name] = {"minus_reference": change, "relative_to_reference": interval(relative)}
+    return result
+
+
+def summary(records: list[dict]) -> dict:
+    """Per arm over seeds: final held-out loss and imbalance (mean, 95% interval), and the held-out loss minus the
+    reference arm's, paired by seed."""
+    paired = paired_losses(records, records[0]["reference"])
+    result = {}
+    for name in records[0]["arms"]:
+        losses = [r["arms"][name]["heldout_loss"] for r in records]
         imbalance = [r["arms"][name]["final_imbalance"] for r in records]
         result[name] = {
             "heldout_loss": interval(losses),
-            "minus_reference": change,
-            "relative_to_reference": interval(relative),  # the difference over the reference's loss, by seed
+            **paired[name],
             "final_imbalance": interval(imbalance) if None not in imbalance else None,
             "active_parameters": records[0]["arms"][name]["active_parameters"],
             "parameters": records[0]["arms"][name]["parameters"],
@@ -358,14 +367,16 @@ def plot_tradeoff(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def markdown(result: dict, reference: str, seeds: list[int]) -> str:
-    def shown(stats: dict | None, digits: int = 4, scale: float = 1, unit: str = "") -> str:
-        if stats is None:
-            return "-"
-        low, mean, high = (None if v is None else v * scale for v in (stats["low"], stats["mean"], stats["high"]))
-        text = f"{mean:.{digits}f}{unit}"
-        return text + (f" [{low:.{digits}f}, {high:.{digits}f}]" if low is not None else "")
+def stat_text(stats: dict | None, digits: int = 4, scale: float = 1, unit: str = "") -> str:
+    """ "mean [low, high]" of an `interval`, times `scale` ("mean" alone with one seed, "-" for none)."""
+    if stats is None:
+        return "-"
+    low, mean, high = (None if v is None else v * scale for v in (stats["low"], stats["mean"], stats["high"]))
+    text = f"{mean:.{digits}f}{unit}"
+    return text + (f" [{low:.{digits}f}, {high:.{digits}f}]" if low is not None else "")
 
+
+def markdown(result: dict, reference: str, seeds: list[int]) -> str:
     lines = [
         f"Seeds {seeds}; mean [95% interval]; the difference is paired by seed against '{reference}'.",
         "",
@@ -375,13 +386,21 @@ def markdown(result: dict, reference: str, seeds: list[int]) -> str:
     ]
     for name, row in result.items():
         lines.append(
-            f"| {name} | {shown(row['heldout_loss'])} | {shown(row['minus_reference'])} | "
-            f"{shown(row['relative_to_reference'], 2, 100, '%')} | "
-            f"{row['minus_reference']['verdict']} | {shown(row['final_imbalance'], 2)} | "
+            f"| {name} | {stat_text(row['heldout_loss'])} | {stat_text(row['minus_reference'])} | "
+            f"{stat_text(row['relative_to_reference'], 2, 100, '%')} | "
+            f"{row['minus_reference']['verdict']} | {stat_text(row['final_imbalance'], 2)} | "
             f"{row['active_parameters'] / 1e6:.2f}M / {row['parameters'] / 1e6:.2f}M | "
             f"{row['training_flops_per_token'] / 1e6:.1f} | {row['cache_values_per_token_per_layer']:.0f} | "
             f"{row['step_time_vs_reference']:.2f} |"
         )
+    return "\n".join(lines)
+
+
+def against_markdown(paired: dict) -> str:
+    lines = ["| arm | minus it | relative | verdict |", "|---|---|---|---|"]
+    for name, row in paired.items():
+        change, relative = row["minus_reference"], row["relative_to_reference"]
+        lines.append(f"| {name} | {stat_text(change)} | {stat_text(relative, 2, 100, '%')} | {change['verdict']} |")
     return "\n".join(lines)
 
 
@@ -443,14 +462,19 @@ def main(argv=None) -> None:
         if (folder / f"grpo-{slug(name)}.json").exists()
     }
     after_grpo = grpo_summary(study, grpo_records) if study["reference"] in grpo_records else {}
+    second = study.get("also_against")
+    against = {"reference": second, "arms": paired_losses(records, second)} if second else {}
     (folder / "summary.json").write_text(
-        json.dumps({"seeds": seeds, "arms": result, "after_grpo": after_grpo}, indent=1) + "\n"
+        json.dumps({"seeds": seeds, "arms": result, "after_grpo": after_grpo, "also_against": against}, indent=1) + "\n"
     )
     panels = {"heldout_loss": "held-out loss", "imbalance": "max/mean expert load (layer mean)"}
     plot_curves(arm_curves(records), panels, "pretraining step", folder / "curves.png", columns=2)
     if args.study == "balancing":
         plot_tradeoff(result, folder / "loss-vs-balance.png")
     print(markdown(result, records[0]["reference"], seeds))
+    if against:
+        print(f"\nThe same held-out losses paired by seed against '{second}':\n")
+        print(against_markdown(against["arms"]))
     if after_grpo:
         print("\nThe same GRPO (the main job) from each arm's model, held-out accuracy, paired by seed:\n")
         print(grpo_markdown(after_grpo))

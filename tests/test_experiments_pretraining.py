@@ -54,6 +54,8 @@ def test_report_pairs_arms_with_the_reference_by_seed(moe_vs_dense, capsys):
     name = "dense, MoE's total width"
     differences = [r["arms"][name]["heldout_loss"] - r["arms"]["MoE 8 experts top-2"]["heldout_loss"] for r in records]
     assert summary["arms"][name]["minus_reference"]["mean"] == pytest.approx(sum(differences) / 2)
+    relative = [d / r["arms"]["MoE 8 experts top-2"]["heldout_loss"] for d, r in zip(differences, records)]
+    assert summary["arms"][name]["relative_to_reference"]["mean"] == pytest.approx(sum(relative) / 2)
     assert summary["arms"]["MoE 8 experts top-2"]["minus_reference"]["mean"] == 0
     assert "| dense, MoE's total width |" in capsys.readouterr().out
 
@@ -78,6 +80,13 @@ def test_the_other_studies_run(study, tmp_path):
         assert record["arms"]["MTP depth 0"]["mtp_parameters"] == 0 < record["arms"]["MTP depth 1"]["mtp_parameters"]
     arms.main(["report", "--study", study, "--results", str(tmp_path)])
     assert (tmp_path / study / "curves.png").exists()
+    against = json.loads((tmp_path / study / "summary.json").read_text())["also_against"]
+    second = arms.STUDIES[study].get("also_against")  # the FP8 studies pair every arm with the blockwise one too
+    assert bool(against) == bool(second) == study.startswith("fp8")
+    if second:
+        tensorwise = record["arms"]["FP8 tensorwise"]["heldout_loss"] - record["arms"][second]["heldout_loss"]
+        assert against["arms"]["FP8 tensorwise"]["minus_reference"]["mean"] == pytest.approx(tensorwise)
+        assert against["arms"][second]["minus_reference"]["mean"] == 0
     assert (tmp_path / study / "loss-vs-balance.png").exists() == (study == "balancing")
 
 
