@@ -19,13 +19,14 @@ held-out next-token loss (eval mode, no MTP or balance terms) every `--eval_ever
 imbalance of each MoE layer (max over mean of the tokens routed to its experts in the step, averaged over windows),
 the training loss, the parameters (total and active per token), the training FLOPs per token, the values cached per
 token per layer (measured from the cache of one forward) and the median thread CPU time per step (the arms
-interleaved, so load from other processes falls on all alike). `report` gives each arm's final held-out loss as a
-mean with a 95% interval over seeds and its difference from the study's reference arm, paired by seed, and plots the
-arms' held-out loss and expert load over training (`curves.png`; for balancing also the final loss against the final
-load, `loss-vs-balance.png`: V3's claim is a lower loss at equal balance). With `--save
-DIR` every arm's final model is saved (safetensors, with the tokenizer); `grpo` then runs the main job's GRPO from
-each arm's model of every saved seed (`benchmarks/seeds.py`, the GRPO seed = the pretraining seed), and `report`
-adds each arm's held-out accuracy after it, minus the reference arm's, paired by seed.
+interleaved, so load from other processes falls on all alike). `report` gives each arm's final held-out loss as a mean
+with a 95% interval over seeds and its difference from the study's reference arm (absolute and relative), paired by
+seed, and from a second arm where the study names one (`also_against`), and plots the arms' held-out loss and expert
+load over training (`curves.png`; for balancing also the final loss against the final load, `loss-vs-balance.png`: V3's
+claim is a lower loss at equal balance). With `--save DIR` every arm's final model is saved (safetensors, with the
+tokenizer); `grpo` then runs the main job's GRPO from each arm's model of every saved seed (`benchmarks/seeds.py`, the
+GRPO seed = the pretraining seed), and `report` adds each arm's held-out accuracy after it, minus the reference arm's,
+paired by seed.
 """
 
 import argparse
