@@ -493,6 +493,7 @@ def supervise(settings, status):
     if program == 0:
         exec_program(settings, status, audited=False)
     program_fd = os.pidfd_open(program)
+    program_exit = None
     for tick in itertools.count():
         select.select([program_fd], [], [], SUPERVISOR_TICK_S)
         while True:  # reap the program and any orphan that was re-parented to us
@@ -503,11 +504,15 @@ def supervise(settings, status):
             if pid == 0:
                 break
             if pid == program:
-                return exit_code(wait_status)
+                program_exit = exit_code(wait_status)
+        # Counted before the program's exit is reported: a program that died of a kernel ceiling (its fork refused)
+        # with more processes alive than allowed hit the process limit, whichever enforcement acted first.
         others = [name for name in os.listdir("/proc") if name.isdigit() and name != "1"]
         if len(others) > settings["max_processes"]:
             status.write(f"process_limit {len(others)}\n")
             return 1
+        if program_exit is not None:
+            return program_exit
         if tick % USAGE_EVERY_TICKS == 0:
             used, tasks = usage(others)
             if tasks > settings["max_tasks"]:

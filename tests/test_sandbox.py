@@ -109,13 +109,7 @@ def test_fork_bomb(code_reward):
     score, result = score_one(code_reward, program, "done")
     assert score == 0.0
     if code_reward.sandbox.isolation in KERNEL:
-        # PID 1 counted too many processes and the namespace died with it; or, where PID 1 woke late (a loaded
-        # machine: seen once in a clean-clone run beside two training jobs), a kernel ceiling on the run's tasks
-        # (RLIMIT_NPROC, or the namespace's pid_max) refused the program's own fork first and it died of the error
-        stopped_by_pid1 = result.status == "process_limit"
-        ceilings = {"max_tasks", "pid_max"} & set(result.layers)
-        refused_by_kernel = result.status == "error" and "BlockingIOError: [Errno 11]" in result.stderr and ceilings
-        assert stopped_by_pid1 or refused_by_kernel, (result.status, result.layers, result.stderr[-300:])
+        assert result.status == "process_limit"  # PID 1 counted too many processes; the namespace died with it
     else:
         assert "os.fork is not allowed" in result.stderr  # the audit hook refuses process creation
     assert result.wall_s < TIMEOUT_S + 3
